@@ -1,0 +1,188 @@
+//! The command line: one binary, one subcommand per process kind. Each
+//! subcommand loads the configuration (file → env → these flags), then runs
+//! until SIGTERM/Ctrl-C.
+
+use crate::config::{parse_listen, Config, ListenAddr};
+use crate::{hub, queue, shutdown, systemd};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "comfy-multi",
+    version,
+    about = "Run a hands-on ComfyUI workshop on shared GPUs"
+)]
+pub struct Cli {
+    /// Config file (TOML). Default: /etc/comfy-multi/config.toml when present.
+    #[arg(long, global = true, env = "COMFY_MULTI_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The hub: worker gateway, file store, lease reaper, admin API, metrics.
+    Serve {
+        /// host:port to listen on (overrides hub.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Redis URL (overrides redis.url).
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// One participant's ComfyUI-compatible server.
+    Frontend {
+        #[arg(long)]
+        user: String,
+        /// host:port or unix:/path.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// The agent that drives one real ComfyUI.
+    Worker {
+        #[arg(long)]
+        comfyui: Option<String>,
+        #[arg(long)]
+        hub: Option<String>,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        capacity: Option<u32>,
+    },
+    /// Instructor commands against the hub's admin API.
+    Admin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything on one machine for a try-out.
+    Up {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Validate the configuration and print what is wrong (exit 1).
+    CheckConfig,
+}
+
+/// Builds the nested overrides object from flags that were given.
+fn overrides(pairs: &[(&str, &str, Option<Value>)]) -> Value {
+    let mut root = Map::new();
+    for (section, key, value) in pairs {
+        if let Some(v) = value {
+            let entry = root
+                .entry(section.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    Value::Object(root)
+}
+
+fn flag<T: serde::Serialize>(v: &Option<T>) -> Option<Value> {
+    v.as_ref().map(|x| json!(x))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let over = match &cli.command {
+        Command::Serve { listen, redis } => overrides(&[
+            ("hub", "listen", flag(listen)),
+            ("redis", "url", flag(redis)),
+        ]),
+        Command::Worker {
+            comfyui,
+            hub,
+            token_file,
+            id,
+            capacity,
+        } => overrides(&[
+            ("worker", "comfyui_url", flag(comfyui)),
+            ("worker", "hub_url", flag(hub)),
+            ("worker", "token_file", flag(token_file)),
+            ("worker", "id", flag(id)),
+            ("worker", "capacity", flag(capacity)),
+        ]),
+        _ => json!({}),
+    };
+    let config = match Config::load(cli.config.as_deref(), over) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("comfy-multi: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        Command::Serve { .. } => run_async(serve(config)),
+        Command::Frontend { .. } => not_yet("frontend"),
+        Command::Worker { .. } => not_yet("worker"),
+        Command::Admin { .. } => not_yet("admin"),
+        Command::Up { .. } => not_yet("up"),
+    }
+}
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("comfy-multi {what}: not implemented yet");
+    ExitCode::from(2)
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("comfy-multi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("comfy-multi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let token = shutdown::on_signal();
+    let url = config.redis.resolve_url()?;
+    let queue = queue::Queue::connect(&url, &config.redis.key_prefix, config.queue.settings())
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
+    let addr = match parse_listen(&config.hub.listen).map_err(anyhow::Error::msg)? {
+        ListenAddr::Tcp(a) => a,
+        ListenAddr::Unix(p) => anyhow::bail!("the hub listens on TCP only, not {}", p.display()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "hub listening");
+    systemd::ready();
+    let q = queue.clone();
+    systemd::spawn_watchdog(token.clone(), move || {
+        let q = q.clone();
+        async move { q.ping().await }
+    });
+    let state = hub::HubState {
+        queue,
+        reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
+    };
+    let result = hub::run(listener, state, token).await;
+    systemd::stopping();
+    result
+}

@@ -1,0 +1,437 @@
+//! Configuration: defaults, then a TOML file, then `COMFY_MULTI_…`
+//! environment variables (nested keys split on `__`), then command-line
+//! flags — merged with figment. Unknown keys are errors that name the key.
+//! Secrets are never in this struct: only the paths of files holding them
+//! (`…_file` keys), read with [`read_secret`] when needed.
+
+use crate::queue::{Mode, QueueSettings};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where `--config` points when not given, if the file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/comfy-multi/config.toml";
+
+/// Top-level keys; environment variables for anything else are ignored (so
+/// `COMFY_MULTI_CACHE` and the like do not count as unknown config keys).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "state_dir",
+    "public_url",
+    "redis",
+    "hub",
+    "queue",
+    "participants",
+    "frontend",
+    "worker",
+    "workers",
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Participants' files live in `<state_dir>/users/<name>/{input,output,temp,user}`.
+    pub state_dir: PathBuf,
+    /// The URL participants use (for join cards and links), e.g. `https://ws.example.org`.
+    pub public_url: Option<String>,
+    pub redis: RedisConfig,
+    pub hub: HubConfig,
+    pub queue: QueueConfig,
+    pub participants: ParticipantsConfig,
+    pub frontend: FrontendConfig,
+    pub worker: WorkerConfig,
+    /// In-process workers the hub runs against remote ComfyUIs.
+    pub workers: Vec<RemoteWorkerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/comfy-multi"),
+            public_url: None,
+            redis: RedisConfig::default(),
+            hub: HubConfig::default(),
+            queue: QueueConfig::default(),
+            participants: ParticipantsConfig::default(),
+            frontend: FrontendConfig::default(),
+            worker: WorkerConfig::default(),
+            workers: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `redis+unix:///path`. May hold a password:
+    /// prefer `url_file` then.
+    pub url: String,
+    /// A file whose content is the URL (wins over `url`).
+    pub url_file: Option<PathBuf>,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            url_file: None,
+            key_prefix: "comfy-multi".into(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("url_file", &self.url_file)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The URL to connect to (read from `url_file` when set).
+    pub fn resolve_url(&self) -> Result<String, ConfigError> {
+        match &self.url_file {
+            Some(p) => read_secret(p),
+            None => Ok(self.url.clone()),
+        }
+    }
+}
+
+/// Replaces the password in a URL's user info with `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// `host:port` the hub listens on.
+    pub listen: String,
+    /// Worker tokens, one per line.
+    pub worker_tokens_file: Option<PathBuf>,
+    pub admin_password_file: Option<PathBuf>,
+    pub session_secret_file: Option<PathBuf>,
+    /// How often the reaper looks for expired leases.
+    pub reap_interval_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8189".into(),
+            worker_tokens_file: None,
+            admin_password_file: None,
+            session_secret_file: None,
+            reap_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Scheduling policy at start (admins can switch it at runtime).
+    pub mode: Mode,
+    pub max_pending_per_participant: u32,
+    pub max_prompt_bytes: usize,
+    /// A lease lasts this long without a heartbeat.
+    pub lease_ms: u64,
+    /// Attempts before a job whose worker keeps vanishing fails.
+    pub max_attempts: u32,
+    /// Finished jobs kept per participant.
+    pub history_limit: u32,
+    /// Cost estimate of a participant's job before any of theirs has run.
+    pub default_job_seconds: f64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = QueueSettings::default();
+        Self {
+            mode: d.default_mode,
+            max_pending_per_participant: d.max_pending_per_participant,
+            max_prompt_bytes: d.max_prompt_bytes,
+            lease_ms: d.lease_ms,
+            max_attempts: d.max_attempts,
+            history_limit: d.history_limit,
+            default_job_seconds: d.default_job_ms as f64 / 1000.0,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            lease_ms: self.lease_ms,
+            max_attempts: self.max_attempts,
+            max_pending_per_participant: self.max_pending_per_participant,
+            max_prompt_bytes: self.max_prompt_bytes,
+            history_limit: self.history_limit,
+            default_job_ms: (self.default_job_seconds * 1000.0) as u64,
+            default_mode: self.mode,
+            ..QueueSettings::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParticipantsConfig {
+    /// Participant names (`user01`, …).
+    pub names: Vec<String>,
+    /// The instructor's name; their jobs use the priority lane.
+    pub instructor: Option<String>,
+    /// TOML file with `[user01] password = "…" token = "…"` tables.
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendConfig {
+    /// The `comfyui-frontend-package` wheel's `static/` directory.
+    pub static_dir: Option<PathBuf>,
+    /// Workflows pre-loaded into every participant's workflow browser.
+    pub workflows_dir: Option<PathBuf>,
+    pub max_upload_bytes: u64,
+    /// Where a frontend reaches the hub.
+    pub hub_url: String,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            static_dir: None,
+            workflows_dir: None,
+            max_upload_bytes: 100 * 1024 * 1024,
+            hub_url: "http://127.0.0.1:8189".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    pub id: Option<String>,
+    pub comfyui_url: String,
+    pub hub_url: String,
+    pub token_file: Option<PathBuf>,
+    /// Jobs held at once (running + prefetched).
+    pub capacity: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            comfyui_url: "http://127.0.0.1:8188".into(),
+            hub_url: "http://127.0.0.1:8189".into(),
+            token_file: None,
+            capacity: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWorkerConfig {
+    pub id: String,
+    pub comfyui_url: String,
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+fn default_capacity() -> u32 {
+    2
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+    #[error("cannot read secret file {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret file {0} is empty")]
+    EmptySecret(PathBuf),
+}
+
+impl Config {
+    /// Loads and validates the configuration. `file` is `--config`; without
+    /// it [`DEFAULT_CONFIG_PATH`] is used when present. `overrides` are the
+    /// command-line flags, as a nested JSON object of only the flags given.
+    pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
+            Some(p) => fig = fig.merge(Toml::file_exact(p)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
+            }
+            None => {}
+        }
+        let env = Env::prefixed("COMFY_MULTI_").split("__").filter(|k| {
+            let top = k.as_str().split('.').next().unwrap_or("");
+            TOP_LEVEL_KEYS.contains(&top)
+        });
+        fig = fig.merge(env).merge(Serialized::defaults(overrides));
+        let config: Config = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Everything wrong with the values (not with the syntax).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = vec![];
+        let q = &self.queue;
+        if q.max_pending_per_participant == 0 {
+            p.push("queue.max_pending_per_participant must be at least 1".into());
+        }
+        if q.max_prompt_bytes < 1024 {
+            p.push("queue.max_prompt_bytes must be at least 1024".into());
+        }
+        if q.lease_ms < 1000 {
+            p.push("queue.lease_ms must be at least 1000".into());
+        }
+        if q.max_attempts == 0 {
+            p.push("queue.max_attempts must be at least 1".into());
+        }
+        if q.history_limit == 0 {
+            p.push("queue.history_limit must be at least 1".into());
+        }
+        if !(q.default_job_seconds.is_finite() && q.default_job_seconds > 0.0) {
+            p.push("queue.default_job_seconds must be a positive number".into());
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
+            p.push("redis.key_prefix must be non-empty without spaces".into());
+        }
+        if self.redis.url_file.is_none() {
+            if redis::Client::open(self.redis.url.as_str()).is_err() {
+                p.push(format!(
+                    "redis.url {:?} is not a Redis URL",
+                    redact_url(&self.redis.url)
+                ));
+            }
+        }
+        if let Err(e) = parse_listen(&self.hub.listen) {
+            p.push(format!("hub.listen: {e}"));
+        }
+        if self.hub.reap_interval_ms == 0 {
+            p.push("hub.reap_interval_ms must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in self
+            .participants
+            .names
+            .iter()
+            .chain(self.participants.instructor.iter())
+        {
+            if !crate::queue::valid_name(n) {
+                p.push(format!(
+                    "participant name {n:?} is not valid: use 1-64 of a-z, 0-9, _ and -"
+                ));
+            }
+            if !seen.insert(n) {
+                p.push(format!("participant name {n:?} appears twice"));
+            }
+        }
+        for (key, url) in [
+            ("frontend.hub_url", &self.frontend.hub_url),
+            ("worker.hub_url", &self.worker.hub_url),
+            ("worker.comfyui_url", &self.worker.comfyui_url),
+        ] {
+            if !is_http_url(url) {
+                p.push(format!("{key} {url:?} is not an http(s) URL"));
+            }
+        }
+        if let Some(id) = &self.worker.id {
+            if !crate::queue::valid_name(id) {
+                p.push(format!(
+                    "worker.id {id:?} is not valid: use 1-64 of a-z, 0-9, _ and -"
+                ));
+            }
+        }
+        if self.worker.capacity == 0 {
+            p.push("worker.capacity must be at least 1".into());
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if !crate::queue::valid_name(&w.id) {
+                p.push(format!("workers[{i}].id {:?} is not valid", w.id));
+            }
+            if !is_http_url(&w.comfyui_url) {
+                p.push(format!(
+                    "workers[{i}].comfyui_url {:?} is not an http(s) URL",
+                    w.comfyui_url
+                ));
+            }
+            if w.capacity == 0 {
+                p.push(format!("workers[{i}].capacity must be at least 1"));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            if !is_http_url(u) {
+                p.push(format!("public_url {u:?} is not an http(s) URL"));
+            }
+        }
+        p
+    }
+}
+
+fn is_http_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/'))
+}
+
+/// Where a server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Parses `host:port` or `unix:/path`.
+pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.starts_with('/') {
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        return Err(format!("{s:?}: a unix socket path must be absolute"));
+    }
+    s.parse()
+        .map(ListenAddr::Tcp)
+        .map_err(|_| format!("{s:?} is neither host:port (e.g. 127.0.0.1:8189) nor unix:/path"))
+}
+
+/// Reads a secret from a file (trailing newline trimmed). The error names
+/// the file, never its content.
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Secret {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.trim_end_matches(['\n', '\r']).to_string();
+    if text.is_empty() {
+        return Err(ConfigError::EmptySecret(path.to_path_buf()));
+    }
+    Ok(text)
+}

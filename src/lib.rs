@@ -1,0 +1,11 @@
+//! comfy-multi: run a hands-on ComfyUI workshop — every participant in the
+//! real ComfyUI editor, a few GPUs shared fairly through one durable queue,
+//! the instructor in control. See `docs/ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod config;
+pub mod hub;
+pub mod queue;
+pub mod shutdown;
+pub mod systemd;
+pub mod telemetry;

@@ -1,0 +1,119 @@
+//! Every Redis key and channel name the queue uses, in one place.
+//!
+//! All names share a configurable prefix so that several deployments (or
+//! test cases) can share one Redis. The Lua scripts receive [`Keys::common`]
+//! as their `KEYS` and derive per-job/per-participant names from the prefix
+//! with the same layout as the functions below (see `lua/prelude.lua`).
+
+/// Key names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn global(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    fn scoped(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.prefix)
+    }
+
+    /// The `KEYS` every script receives, in the order `prelude.lua` names them.
+    pub fn common(&self) -> [String; 8] {
+        [
+            self.settings(),
+            self.queued(),
+            self.prio(),
+            self.rr(),
+            self.fs(),
+            self.leases(),
+            self.stats(),
+            self.users(),
+        ]
+    }
+
+    /// Hash: mode, pause flags, counters, virtual time, global max pending.
+    pub fn settings(&self) -> String {
+        self.global("settings")
+    }
+    /// Zset: queued jobs outside the priority lane, by global order.
+    pub fn queued(&self) -> String {
+        self.global("queued")
+    }
+    /// Zset: the priority lane.
+    pub fn prio(&self) -> String {
+        self.global("prio")
+    }
+    /// Zset: participants with waiting work, by round-robin turn.
+    pub fn rr(&self) -> String {
+        self.global("rr")
+    }
+    /// Zset: participants with waiting work, by fair-share start tag.
+    pub fn fs(&self) -> String {
+        self.global("fs")
+    }
+    /// Zset: leased and running jobs, by lease deadline.
+    pub fn leases(&self) -> String {
+        self.global("leases")
+    }
+    /// Hash: lifetime counters (enqueued, succeeded, failed, …).
+    pub fn stats(&self) -> String {
+        self.global("stats")
+    }
+    /// Set: every participant seen.
+    pub fn users(&self) -> String {
+        self.global("users")
+    }
+    /// List: recent run times (ms) of all participants.
+    pub fn run_times(&self) -> String {
+        self.global("rt")
+    }
+    /// Hash: one job.
+    pub fn job(&self, id: &str) -> String {
+        self.scoped("job", id)
+    }
+    /// Hash: one participant's settings and counters.
+    pub fn user(&self, participant: &str) -> String {
+        self.scoped("user", participant)
+    }
+    /// Zset: one participant's waiting jobs, in their order.
+    pub fn line(&self, participant: &str) -> String {
+        self.scoped("line", participant)
+    }
+    /// Set: one participant's leased and running jobs.
+    pub fn inflight(&self, participant: &str) -> String {
+        self.scoped("inflight", participant)
+    }
+    /// List: one participant's finished jobs, newest first.
+    pub fn history(&self, participant: &str) -> String {
+        self.scoped("hist", participant)
+    }
+    /// List: one participant's recent run times (ms).
+    pub fn user_run_times(&self, participant: &str) -> String {
+        self.scoped("rt", participant)
+    }
+    /// Set: capability tags a worker advertised.
+    pub fn caps(&self, worker: &str) -> String {
+        self.scoped("caps", worker)
+    }
+    /// Pub/sub channel of one participant's job changes.
+    pub fn participant_channel(&self, participant: &str) -> String {
+        self.scoped("ev", participant)
+    }
+    /// Pub/sub channel of every change, for the admin page.
+    pub fn admin_channel(&self) -> String {
+        self.scoped("ev", "@admin")
+    }
+}

@@ -1,0 +1,48 @@
+-- enqueue.lua: accept one job into the queue, or refuse it writing nothing.
+-- KEYS: the common list (prelude.lua).
+-- ARGV: 1 prefix, 2 job id, 3 participant, 4 prompt JSON, 5 extra JSON,
+--       6 priority lane ("1"/"0"), 7 default max pending jobs per participant,
+--       8 max prompt bytes, 9 required capability tags ("\n"-separated, may be
+--       empty), 10 workflow name (display only)
+-- Returns: {"ok", number} | {"err", code, message} with code one of
+--          prompt_too_large, paused, locked, too_many_pending, duplicate_id
+local id, u, prompt = ARGV[2], ARGV[3], ARGV[4]
+local max_bytes = tonumber(ARGV[8])
+if #prompt > max_bytes then
+  return err('prompt_too_large', 'the prompt is ' .. #prompt .. ' bytes; the limit is ' .. max_bytes)
+end
+local s = redis.call('HMGET', K_SETTINGS, 'paused_submit', 'max_pending')
+if s[1] == '1' then
+  return err('paused', 'the instructor has paused the queue; try again in a moment')
+end
+local uk = k('user', u)
+local ui = redis.call('HMGET', uk, 'locked', 'active', 'max_pending')
+if ui[1] == '1' then
+  return err('locked', 'your account is locked by the instructor')
+end
+local max_pending = num(ui[3], num(s[2], tonumber(ARGV[7])))
+local active = num(ui[2], 0)
+if active >= max_pending then
+  return err('too_many_pending', 'you already have ' .. active .. ' jobs waiting or running; the limit is ' .. max_pending)
+end
+local jk = k('job', id)
+if redis.call('EXISTS', jk) == 1 then
+  return err('duplicate_id', 'a job with this id already exists')
+end
+
+local now = now_ms()
+local number = redis.call('HINCRBY', K_SETTINGS, 'seq', 1)
+redis.call('HSET', jk, 'id', id, 'participant', u, 'prompt', prompt, 'extra', ARGV[5],
+  'created', now, 'status', 'queued', 'attempts', 0, 'priority', ARGV[6],
+  'number', number, 'requires', ARGV[9], 'name', ARGV[10])
+redis.call('HINCRBY', uk, 'active', 1)
+redis.call('HSET', uk, 'last_activity', now)
+redis.call('SADD', K_USERS, u)
+redis.call('HINCRBY', K_STATS, 'enqueued', 1)
+if ARGV[6] == '1' then
+  redis.call('ZADD', K_PRIO, redis.call('HINCRBY', K_SETTINGS, 'prio_seq', 1), id)
+else
+  add_to_line(u, id, number, false)
+end
+publish(u, id, 'queued')
+return {'ok', number}

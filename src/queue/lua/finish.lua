@@ -1,0 +1,39 @@
+-- finish.lua: a worker reports the end of a job (completion or failure).
+-- KEYS: the common list (prelude.lua).
+-- ARGV: 1 prefix, 2 job id, 3 fencing token,
+--       4 outcome: succeeded | failed | cancelled,
+--       5 outputs JSON, 6 error JSON ("" when none),
+--       7 measured GPU milliseconds (-1 when unknown), 8 history limit
+-- Returns: {"ok"} | {"err", code, message}, code: not_found, stale_token,
+--          already_finished, invalid
+-- Records the outcome, appends to the participant's history and corrects the
+-- participant's fair-share finish tag with the measured GPU time.
+local id, outcome, gpu_ms = ARGV[2], ARGV[4], tonumber(ARGV[7])
+if outcome ~= 'succeeded' and outcome ~= 'failed' and outcome ~= 'cancelled' then
+  return err('invalid', 'unknown outcome ' .. outcome)
+end
+local u, status = check_lease(id, ARGV[3])
+if not u then return status end
+local jk = k('job', id)
+local uk = k('user', u)
+redis.call('HSET', jk, 'outputs', ARGV[5], 'error', ARGV[6])
+if gpu_ms >= 0 then
+  redis.call('HSET', jk, 'gpu_ms', gpu_ms)
+  redis.call('HINCRBY', uk, 'gpu_ms', math.floor(gpu_ms))
+  local weight = num(redis.call('HGET', uk, 'weight'), 1)
+  if weight <= 0 then weight = 1 end
+  local charged = num(redis.call('HGET', jk, 'charge'), 0)
+  local fin = num(redis.call('HGET', uk, 'vfinish'), 0) + gpu_ms / weight - charged
+  redis.call('HSET', uk, 'vfinish', fin)
+  if redis.call('ZSCORE', K_FS, u) then
+    redis.call('ZADD', K_FS, math.max(vtime(), fin), u)
+  end
+  if outcome == 'succeeded' then
+    redis.call('LPUSH', k('rt', u), gpu_ms)
+    redis.call('LTRIM', k('rt', u), 0, 9)
+    redis.call('LPUSH', P .. ':rt', gpu_ms)
+    redis.call('LTRIM', P .. ':rt', 0, 49)
+  end
+end
+finish_job(u, id, outcome, now_ms(), tonumber(ARGV[8]))
+return {'ok'}

@@ -1,0 +1,574 @@
+//! The durable fair queue: the only module that talks to Redis.
+//!
+//! Every state change is one Lua script (`lua/*.lua`, one per operation, run
+//! atomically by Redis); reads are plain pipelined commands. Key names live in
+//! [`keys`]; the lease-order prediction shown to people lives in [`schedule`].
+
+mod error;
+mod job;
+pub mod keys;
+mod reads;
+pub mod schedule;
+mod scripts;
+
+pub use error::{QueueError, Refusal};
+pub use job::{Enqueued, Expiry, Job, JobError, Lease, Mode, NewJob, Outcome, Status};
+pub use reads::{
+    Counts, ParticipantInfo, ParticipantQueue, QueueSnapshot, RuntimeSettings, Waiting,
+};
+
+use futures_util::StreamExt;
+use keys::Keys;
+use redis::aio::ConnectionManager;
+use redis::{Script, ToRedisArgs};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Script arguments: each value as Redis argument bytes.
+macro_rules! argv {
+    ($($a:expr),* $(,)?) => { vec![$(ToRedisArgs::to_redis_args(&$a)),*] };
+}
+
+/// Tunables of the queue (from the `[queue]` config section).
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub lease_ms: u64,
+    pub max_attempts: u32,
+    pub max_pending_per_participant: u32,
+    pub max_prompt_bytes: usize,
+    pub history_limit: u32,
+    pub default_job_ms: u64,
+    pub default_mode: Mode,
+    /// How many candidates a lease looks at per structure to find one the
+    /// worker is eligible for.
+    pub scan_limit: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            lease_ms: 60_000,
+            max_attempts: 3,
+            max_pending_per_participant: 8,
+            max_prompt_bytes: 2 * 1024 * 1024,
+            history_limit: 500,
+            default_job_ms: 20_000,
+            default_mode: Mode::FairShare,
+            scan_limit: 64,
+        }
+    }
+}
+
+/// Who asks for a cancel: the owner, or an admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    Admin,
+    Participant(String),
+}
+
+impl Actor {
+    fn as_arg(&self) -> &str {
+        match self {
+            Actor::Admin => "@admin",
+            Actor::Participant(u) => u,
+        }
+    }
+}
+
+/// What a cancel did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting and is gone from the queue.
+    Removed,
+    /// The job is running; its worker will interrupt it.
+    Flagged,
+}
+
+/// A direction for [`Queue::move_job`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// The queue handle; cheap to clone (one shared multiplexed connection that
+/// reconnects by itself).
+#[derive(Clone)]
+pub struct Queue {
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    settings: Arc<QueueSettings>,
+    /// 0 unknown, 1 WAITAOF usable, 2 not usable.
+    waitaof: Arc<AtomicU8>,
+}
+
+/// A valid participant or worker name: 1–64 of `[a-z0-9_-]`, starting with a
+/// letter or digit (used in key names and event JSON unescaped).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A canonical (lowercase, hyphenated) UUID.
+pub fn valid_job_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+fn invalid(message: impl Into<String>) -> QueueError {
+    QueueError::refused(Refusal::Invalid, message)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), QueueError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} name {name:?} is not valid: use 1-64 of a-z, 0-9, _ and -"
+        )))
+    }
+}
+
+fn check_id(id: &str) -> Result<(), QueueError> {
+    if valid_job_id(id) {
+        Ok(())
+    } else {
+        Err(QueueError::refused(Refusal::NotFound, "no such job"))
+    }
+}
+
+impl Queue {
+    /// Connects to Redis at `url` and uses keys under `prefix`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        settings: QueueSettings,
+    ) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(6)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Self {
+            client,
+            conn,
+            keys: Keys::new(prefix),
+            settings: Arc::new(settings),
+            waitaof: Arc::new(AtomicU8::new(0)),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Runs one script with the common KEYS and the prefix as ARGV[1];
+    /// turns `{"err", code, message}` replies into [`QueueError::Refused`].
+    async fn run(
+        &self,
+        script: &Script,
+        args: Vec<Vec<Vec<u8>>>,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut inv = script.prepare_invoke();
+        for key in self.keys.common() {
+            inv.key(key);
+        }
+        inv.arg(self.keys.prefix());
+        for a in args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
+        if reply.first().map(String::as_str) == Some("err") {
+            let code = reply.get(1).map(String::as_str).unwrap_or("");
+            let message = reply.get(2).map(String::as_str).unwrap_or("");
+            return Err(QueueError::from_reply(code, message));
+        }
+        Ok(reply)
+    }
+
+    /// Accepts a job. Acknowledged only once Redis has it (and, where the
+    /// server supports `WAITAOF`, once it is fsynced to the AOF).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        check_name("participant", &job.participant)?;
+        let id = match job.id {
+            Some(id) if valid_job_id(&id) => id,
+            Some(id) => return Err(invalid(format!("prompt_id {id:?} is not a canonical UUID"))),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let prompt = serde_json::to_string(&job.prompt).map_err(|e| invalid(e.to_string()))?;
+        let extra = serde_json::to_string(&job.extra).map_err(|e| invalid(e.to_string()))?;
+        let s = &self.settings;
+        let priority = if job.priority { "1" } else { "0" };
+        let requires = job.requires.join("\n");
+        let reply = self
+            .run(
+                &scripts::scripts().enqueue,
+                argv![
+                    &id,
+                    &job.participant,
+                    &prompt,
+                    &extra,
+                    &priority,
+                    &s.max_pending_per_participant,
+                    &s.max_prompt_bytes,
+                    &requires,
+                    &job.name,
+                ],
+            )
+            .await?;
+        let number = parse(reply.get(1), "job number")?;
+        self.wait_aof().await;
+        Ok(Enqueued { id, number })
+    }
+
+    /// On Redis ≥ 7.2 with AOF on, waits until the write is fsynced.
+    async fn wait_aof(&self) {
+        if self.waitaof.load(Ordering::Relaxed) == 2 {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<redis::Value> = redis::cmd("WAITAOF")
+            .arg(1)
+            .arg(0)
+            .arg(1000)
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(_) => self.waitaof.store(1, Ordering::Relaxed),
+            Err(e) => {
+                if self.waitaof.swap(2, Ordering::Relaxed) != 2 {
+                    tracing::info!(
+                        "WAITAOF not usable ({e}); durability relies on the server's appendfsync setting"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Leases the next job this worker may run, or `None` when there is none.
+    pub async fn lease(&self, worker: &str) -> Result<Option<Lease>, QueueError> {
+        check_name("worker", worker)?;
+        let s = &self.settings;
+        let r = self
+            .run(
+                &scripts::scripts().lease,
+                argv![
+                    &worker,
+                    &s.lease_ms,
+                    &s.default_job_ms,
+                    &s.scan_limit,
+                    &s.default_mode.as_str(),
+                ],
+            )
+            .await?;
+        if r.first().map(String::as_str) != Some("ok") {
+            return Ok(None);
+        }
+        let json = |i: usize| -> Result<serde_json::Value, QueueError> {
+            serde_json::from_str(r.get(i).map(String::as_str).unwrap_or("null"))
+                .map_err(|e| QueueError::Corrupt(format!("stored JSON: {e}")))
+        };
+        Ok(Some(Lease {
+            job_id: r[1].clone(),
+            token: parse(r.get(2), "token")?,
+            participant: r[3].clone(),
+            prompt: json(4)?,
+            extra: json(5)?,
+            attempts: parse(r.get(6), "attempts")?,
+            number: parse(r.get(7), "number")?,
+        }))
+    }
+
+    /// Marks a leased job as running. Returns whether a cancel is pending.
+    pub async fn start(&self, job_id: &str, token: u64) -> Result<bool, QueueError> {
+        check_id(job_id)?;
+        let r = self
+            .run(&scripts::scripts().start, argv![&job_id, &token])
+            .await?;
+        Ok(r.get(1).map(String::as_str) == Some("1"))
+    }
+
+    /// Extends a lease. Returns whether a cancel is pending.
+    pub async fn heartbeat(&self, job_id: &str, token: u64) -> Result<bool, QueueError> {
+        check_id(job_id)?;
+        let r = self
+            .run(
+                &scripts::scripts().heartbeat,
+                argv![&job_id, &token, &self.settings.lease_ms],
+            )
+            .await?;
+        Ok(r.get(1).map(String::as_str) == Some("1"))
+    }
+
+    /// Reports the end of a job under the lease `token`.
+    pub async fn finish(
+        &self,
+        job_id: &str,
+        token: u64,
+        outcome: Outcome,
+        outputs: &serde_json::Value,
+        error: Option<&JobError>,
+        gpu_seconds: Option<f64>,
+    ) -> Result<(), QueueError> {
+        check_id(job_id)?;
+        let outputs = serde_json::to_string(outputs).map_err(|e| invalid(e.to_string()))?;
+        let error = match error {
+            Some(e) => serde_json::to_string(e).map_err(|e| invalid(e.to_string()))?,
+            None => String::new(),
+        };
+        let gpu_ms = gpu_seconds.map(|s| (s * 1000.0).max(0.0)).unwrap_or(-1.0);
+        self.run(
+            &scripts::scripts().finish,
+            argv![
+                &job_id,
+                &token,
+                &outcome.as_str(),
+                &outputs,
+                &error,
+                &gpu_ms,
+                &self.settings.history_limit,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The reaper: requeues (or fails, or cancels) jobs whose lease passed.
+    pub async fn requeue_expired(&self) -> Result<Vec<(String, Expiry)>, QueueError> {
+        self.requeue_expired_after(0).await
+    }
+
+    /// As [`Queue::requeue_expired`], as if the clock were `offset_ms` later
+    /// (tests use this to expire leases without waiting).
+    pub async fn requeue_expired_after(
+        &self,
+        offset_ms: u64,
+    ) -> Result<Vec<(String, Expiry)>, QueueError> {
+        let s = &self.settings;
+        let r = self
+            .run(
+                &scripts::scripts().requeue_expired,
+                argv![&offset_ms, &s.max_attempts, &1000u32, &s.history_limit],
+            )
+            .await?;
+        r.chunks(2)
+            .map(|c| {
+                let what = match c.get(1).map(String::as_str) {
+                    Some("requeued") => Expiry::Requeued,
+                    Some("failed") => Expiry::Failed,
+                    Some("cancelled") => Expiry::Cancelled,
+                    other => return Err(QueueError::Corrupt(format!("reaper said {other:?}"))),
+                };
+                Ok((c[0].clone(), what))
+            })
+            .collect()
+    }
+
+    /// Cancels a job for its owner or an admin; another participant's job
+    /// answers [`Refusal::NotFound`].
+    pub async fn cancel(&self, job_id: &str, actor: &Actor) -> Result<Cancelled, QueueError> {
+        check_id(job_id)?;
+        let r = self
+            .run(
+                &scripts::scripts().cancel,
+                argv![&job_id, &actor.as_arg(), &self.settings.history_limit],
+            )
+            .await?;
+        Ok(match r.get(1).map(String::as_str) {
+            Some("flagged") => Cancelled::Flagged,
+            _ => Cancelled::Removed,
+        })
+    }
+
+    /// Moves a waiting job into the priority lane.
+    pub async fn prioritize(&self, job_id: &str) -> Result<(), QueueError> {
+        check_id(job_id)?;
+        self.run(&scripts::scripts().prioritize, argv![&job_id])
+            .await?;
+        Ok(())
+    }
+
+    /// Swaps a waiting job with its neighbour; `false` when already at that end.
+    pub async fn move_job(&self, job_id: &str, dir: Direction) -> Result<bool, QueueError> {
+        check_id(job_id)?;
+        let d = match dir {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        };
+        let r = self
+            .run(&scripts::scripts().move_job, argv![&job_id, &d])
+            .await?;
+        Ok(r.get(1).map(String::as_str) == Some("1"))
+    }
+
+    /// Switches the scheduling policy; effective on the next lease.
+    pub async fn set_mode(&self, mode: Mode) -> Result<(), QueueError> {
+        self.run(&scripts::scripts().set_mode, argv![&mode.as_str()])
+            .await?;
+        Ok(())
+    }
+
+    /// Pauses/resumes submits and/or dispatch (`None` leaves one as it is).
+    /// Returns the resulting (submit paused, dispatch paused).
+    pub async fn pause(
+        &self,
+        submit: Option<bool>,
+        dispatch: Option<bool>,
+    ) -> Result<(bool, bool), QueueError> {
+        let flag = |v: Option<bool>| match v {
+            Some(true) => "1",
+            Some(false) => "0",
+            None => "",
+        };
+        let r = self
+            .run(
+                &scripts::scripts().pause,
+                argv![&flag(submit), &flag(dispatch)],
+            )
+            .await?;
+        Ok((
+            r.get(1).map(String::as_str) == Some("1"),
+            r.get(2).map(String::as_str) == Some("1"),
+        ))
+    }
+
+    async fn set_participant(
+        &self,
+        who: &str,
+        field: &str,
+        value: String,
+    ) -> Result<(), QueueError> {
+        self.run(
+            &scripts::scripts().set_participant,
+            argv![&who, &field, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Locks a participant (new submits refused) or unlocks them.
+    pub async fn set_locked(&self, participant: &str, locked: bool) -> Result<(), QueueError> {
+        check_name("participant", participant)?;
+        let v = if locked { "1" } else { "0" };
+        self.set_participant(participant, "locked", v.into()).await
+    }
+
+    /// Sets a participant's fair-share weight (default 1).
+    pub async fn set_weight(&self, participant: &str, weight: f64) -> Result<(), QueueError> {
+        check_name("participant", participant)?;
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(invalid("weight must be a positive number"));
+        }
+        self.set_participant(participant, "weight", weight.to_string())
+            .await
+    }
+
+    /// Sets the max pending jobs of one participant, or (with `None`) the
+    /// runtime default for everyone; a `None` limit removes the override.
+    pub async fn set_max_pending(
+        &self,
+        participant: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(), QueueError> {
+        if let Some(p) = participant {
+            check_name("participant", p)?;
+        }
+        let v = limit.map(|l| l.to_string()).unwrap_or_default();
+        self.set_participant(participant.unwrap_or("@all"), "max_pending", v)
+            .await
+    }
+
+    /// Cancels every waiting job of a participant; returns how many.
+    pub async fn clear_queue(&self, participant: &str) -> Result<u64, QueueError> {
+        check_name("participant", participant)?;
+        let r = self
+            .run(
+                &scripts::scripts().clear_queue,
+                argv![&participant, &self.settings.history_limit],
+            )
+            .await?;
+        parse(r.get(1), "count")
+    }
+
+    /// Deletes finished jobs from a participant's history (all when `ids`
+    /// is empty); returns how many were deleted.
+    pub async fn delete_history(
+        &self,
+        participant: &str,
+        ids: &[String],
+    ) -> Result<u64, QueueError> {
+        check_name("participant", participant)?;
+        let mut args = argv![participant];
+        args.extend(ids.iter().map(|id| id.to_redis_args()));
+        let r = self.run(&scripts::scripts().delete_history, args).await?;
+        parse(r.get(1), "count")
+    }
+
+    /// Records a worker's capability tags (replacing earlier ones).
+    pub async fn register_caps(&self, worker: &str, tags: &[String]) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        let mut args = argv![worker];
+        args.extend(tags.iter().map(|t| t.to_redis_args()));
+        self.run(&scripts::scripts().register_caps, args).await?;
+        Ok(())
+    }
+
+    /// Subscribes to the change notices of one participant (`Some`) or of
+    /// everything (`None`, for the admin page). Each notice is a small JSON
+    /// text. The receiver ends when the subscription is lost; callers
+    /// re-read state and subscribe again.
+    pub async fn subscribe(
+        &self,
+        participant: Option<&str>,
+    ) -> Result<mpsc::Receiver<String>, QueueError> {
+        let channel = match participant {
+            Some(u) => {
+                check_name("participant", u)?;
+                self.keys.participant_channel(u)
+            }
+            None => self.keys.admin_channel(),
+        };
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut stream = pubsub.into_on_message();
+            while let Some(msg) = stream.next().await {
+                let Ok(text) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                if tx.send(text).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn parse<T: std::str::FromStr>(v: Option<&String>, what: &str) -> Result<T, QueueError> {
+    v.and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError::Corrupt(format!("bad {what} in script reply: {v:?}")))
+}
+
+impl Queue {
+    /// True when Redis answers.
+    pub async fn ping(&self) -> bool {
+        let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut self.conn()).await;
+        r.is_ok()
+    }
+}

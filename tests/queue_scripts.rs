@@ -1,0 +1,626 @@
+//! Each queue script's success and refusal paths, against a real redis-server.
+
+mod support;
+
+use comfy_multi::queue::{
+    Actor, Cancelled, Direction, Expiry, JobError, Mode, NewJob, Outcome, Queue, Refusal, Status,
+};
+use serde_json::json;
+use support::{job, queue, test_settings, RedisServer};
+
+async fn setup() -> (RedisServer, Queue) {
+    let redis = RedisServer::start();
+    let q = queue(&redis, test_settings()).await;
+    (redis, q)
+}
+
+fn refusal<T: std::fmt::Debug>(r: Result<T, comfy_multi::queue::QueueError>) -> Refusal {
+    r.expect_err("expected a refusal")
+        .refusal()
+        .expect("expected a refusal, not a fault")
+}
+
+/// Number of keys under this queue's prefix (to prove "nothing written").
+async fn key_count(redis: &RedisServer, q: &Queue) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", q.keys().prefix()))
+        .query(&mut c)
+        .unwrap();
+    keys.len()
+}
+
+#[tokio::test]
+async fn enqueue_stores_the_job_and_returns_increasing_numbers() {
+    let (_r, q) = setup().await;
+    let a = q.enqueue(job("user01", 1)).await.unwrap();
+    let b = q.enqueue(job("user02", 2)).await.unwrap();
+    assert!(b.number > a.number);
+    let stored = q.job(&a.id).await.unwrap().expect("stored");
+    assert_eq!(stored.participant, "user01");
+    assert_eq!(stored.status, Status::Queued);
+    assert_eq!(stored.prompt, support::prompt(1));
+    assert_eq!(stored.attempts, 0);
+    assert!(stored.created_ms > 1_600_000_000_000);
+}
+
+#[tokio::test]
+async fn enqueue_accepts_a_client_given_uuid_and_refuses_it_twice() {
+    let (_r, q) = setup().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut j = job("user01", 1);
+    j.id = Some(id.clone());
+    assert_eq!(q.enqueue(j.clone()).await.unwrap().id, id);
+    assert_eq!(refusal(q.enqueue(j).await), Refusal::DuplicateId);
+}
+
+#[tokio::test]
+async fn enqueue_refuses_ids_that_are_not_canonical_uuids() {
+    let (_r, q) = setup().await;
+    for bad in ["x", "6F9619FF-8B86-D011-B42D-00C04FC964FF", "../etc", ""] {
+        let mut j = job("user01", 1);
+        j.id = Some(bad.to_string());
+        assert_eq!(refusal(q.enqueue(j).await), Refusal::Invalid, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn enqueue_refuses_a_locked_participant_and_writes_nothing() {
+    let (r, q) = setup().await;
+    q.set_locked("user01", true).await.unwrap();
+    let before = key_count(&r, &q).await;
+    let e = q.enqueue(job("user01", 1)).await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::Locked));
+    assert!(e.to_string().contains("locked"), "{e}");
+    assert_eq!(key_count(&r, &q).await, before);
+    q.set_locked("user01", false).await.unwrap();
+    q.enqueue(job("user01", 1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_refuses_while_submits_are_paused() {
+    let (_r, q) = setup().await;
+    assert_eq!(q.pause(Some(true), None).await.unwrap(), (true, false));
+    assert_eq!(refusal(q.enqueue(job("user01", 1)).await), Refusal::Paused);
+    q.pause(Some(false), None).await.unwrap();
+    q.enqueue(job("user01", 1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_refuses_beyond_the_max_pending_jobs() {
+    let redis = RedisServer::start();
+    let mut s = test_settings();
+    s.max_pending_per_participant = 2;
+    let q = queue(&redis, s).await;
+    q.enqueue(job("user01", 1)).await.unwrap();
+    q.enqueue(job("user01", 2)).await.unwrap();
+    let e = q.enqueue(job("user01", 3)).await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::TooManyPending));
+    assert!(e.to_string().contains("limit is 2"), "{e}");
+    // Others are not affected.
+    q.enqueue(job("user02", 4)).await.unwrap();
+    // Running jobs count as pending; a finished one frees a place.
+    let l = q.lease("w1").await.unwrap().unwrap();
+    assert_eq!(
+        refusal(q.enqueue(job("user01", 5)).await),
+        Refusal::TooManyPending
+    );
+    q.finish(
+        &l.job_id,
+        l.token,
+        Outcome::Succeeded,
+        &json!({}),
+        None,
+        Some(0.1),
+    )
+    .await
+    .unwrap();
+    let who = l.participant.clone();
+    q.enqueue(job(&who, 6)).await.unwrap();
+    // Per-participant and global runtime overrides.
+    q.set_max_pending(Some("user01"), Some(5)).await.unwrap();
+    q.enqueue(job("user01", 7)).await.unwrap();
+    q.set_max_pending(None, Some(1)).await.unwrap();
+    assert_eq!(
+        refusal(q.enqueue(job("user02", 8)).await),
+        Refusal::TooManyPending
+    );
+}
+
+#[tokio::test]
+async fn enqueue_refuses_a_prompt_over_the_size_limit() {
+    let (r, q) = setup().await;
+    let before = key_count(&r, &q).await;
+    let big = NewJob {
+        participant: "user01".into(),
+        prompt: json!({"1": {"class_type": "X", "inputs": {"t": "a".repeat(70_000)}}}),
+        ..Default::default()
+    };
+    let e = q.enqueue(big).await.unwrap_err();
+    assert_eq!(e.refusal(), Some(Refusal::PromptTooLarge));
+    assert!(e.to_string().contains("limit is 65536"), "{e}");
+    assert_eq!(key_count(&r, &q).await, before);
+}
+
+#[tokio::test]
+async fn enqueue_refuses_invalid_participant_names() {
+    let (_r, q) = setup().await;
+    for bad in ["", "User01", "a b", "a:b", "../x", "@admin"] {
+        assert_eq!(
+            refusal(q.enqueue(job(bad, 1)).await),
+            Refusal::Invalid,
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lease_on_an_empty_queue_returns_none() {
+    let (_r, q) = setup().await;
+    assert_eq!(q.lease("w1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn lease_hands_out_a_job_with_a_fresh_fencing_token() {
+    let (_r, q) = setup().await;
+    let a = q.enqueue(job("user01", 1)).await.unwrap();
+    let b = q.enqueue(job("user01", 2)).await.unwrap();
+    let la = q.lease("w1").await.unwrap().unwrap();
+    let lb = q.lease("w2").await.unwrap().unwrap();
+    assert_eq!(
+        (la.job_id.as_str(), lb.job_id.as_str()),
+        (a.id.as_str(), b.id.as_str())
+    );
+    assert_ne!(la.token, lb.token);
+    assert_eq!(la.prompt, support::prompt(1));
+    let stored = q.job(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Leased);
+    assert_eq!(stored.worker.as_deref(), Some("w1"));
+    assert_eq!(q.lease("w3").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn start_heartbeat_and_finish_work_only_with_the_current_token() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    let wrong = l.token + 1000;
+    assert_eq!(refusal(q.start(&id, wrong).await), Refusal::StaleToken);
+    assert_eq!(refusal(q.heartbeat(&id, wrong).await), Refusal::StaleToken);
+    assert_eq!(
+        refusal(
+            q.finish(&id, wrong, Outcome::Succeeded, &json!({}), None, None)
+                .await
+        ),
+        Refusal::StaleToken
+    );
+    assert_eq!(q.job(&id).await.unwrap().unwrap().status, Status::Leased);
+    assert!(!q.start(&id, l.token).await.unwrap());
+    let running = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(running.status, Status::Running);
+    assert!(running.started_ms.is_some());
+    assert!(!q.heartbeat(&id, l.token).await.unwrap());
+    let outputs =
+        json!({"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}});
+    q.finish(&id, l.token, Outcome::Succeeded, &outputs, None, Some(2.5))
+        .await
+        .unwrap();
+    let done = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(done.outputs, Some(outputs));
+    assert_eq!(done.gpu_seconds, Some(2.5));
+    assert!(done.finished_ms.is_some());
+    // A second report of the same job is refused.
+    assert_eq!(
+        refusal(
+            q.finish(&id, l.token, Outcome::Failed, &json!({}), None, None)
+                .await
+        ),
+        Refusal::AlreadyFinished
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(refusal(q.heartbeat(&unknown, 1).await), Refusal::NotFound);
+}
+
+#[tokio::test]
+async fn a_failed_job_keeps_comfyuis_error_and_enters_history() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    let err = JobError {
+        kind: "execution_error".into(),
+        message: "CUDA out of memory".into(),
+        details: json!({"node_id": "3", "node_type": "KSampler"}),
+    };
+    q.finish(
+        &id,
+        l.token,
+        Outcome::Failed,
+        &json!({}),
+        Some(&err),
+        Some(1.0),
+    )
+    .await
+    .unwrap();
+    let hist = q.history("user01", 0, 10).await.unwrap();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0].status, Status::Failed);
+    assert_eq!(hist[0].error.as_ref(), Some(&err));
+    assert_eq!(q.participants().await.unwrap()[0].failed, 1);
+}
+
+#[tokio::test]
+async fn history_is_newest_first_paginated_and_capped() {
+    let redis = RedisServer::start();
+    let mut s = test_settings();
+    s.history_limit = 3;
+    let q = queue(&redis, s).await;
+    let mut ids = vec![];
+    for n in 0..5 {
+        let id = q.enqueue(job("user01", n)).await.unwrap().id;
+        let l = q.lease("w1").await.unwrap().unwrap();
+        q.finish(
+            &l.job_id,
+            l.token,
+            Outcome::Succeeded,
+            &json!({}),
+            None,
+            Some(0.1),
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let page: Vec<String> = q
+        .history("user01", 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(page, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+    let second: Vec<String> = q
+        .history("user01", 1, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(second, vec![ids[3].clone()]);
+    // Entries beyond the cap are deleted with their job.
+    assert_eq!(q.job(&ids[0]).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_expired_lease_goes_back_to_the_front_of_its_participants_line() {
+    let (_r, q) = setup().await;
+    q.set_mode(Mode::Fifo).await.unwrap();
+    let first = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let second = q.enqueue(job("user01", 2)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    assert_eq!(l.job_id, first);
+    // Not expired yet: nothing happens.
+    assert!(q.requeue_expired().await.unwrap().is_empty());
+    let reaped = q.requeue_expired_after(120_000).await.unwrap();
+    assert_eq!(reaped, vec![(first.clone(), Expiry::Requeued)]);
+    let j = q.job(&first).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (Status::Queued, 1));
+    // The old token is now refused.
+    assert_eq!(
+        refusal(q.heartbeat(&first, l.token).await),
+        Refusal::StaleToken
+    );
+    let again = q.lease("w2").await.unwrap().unwrap();
+    assert_eq!(again.job_id, first, "requeued job runs before {second}");
+    assert_eq!(again.attempts, 1);
+    assert_ne!(again.token, l.token);
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_keeps_vanishing_fails_with_a_reason() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    for attempt in 1..=3 {
+        q.lease("w1").await.unwrap().unwrap();
+        let expected = if attempt < 3 {
+            Expiry::Requeued
+        } else {
+            Expiry::Failed
+        };
+        assert_eq!(
+            q.requeue_expired_after(120_000).await.unwrap(),
+            vec![(id.clone(), expected)]
+        );
+    }
+    let j = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(j.status, Status::Failed);
+    let e = j.error.unwrap();
+    assert_eq!(e.kind, "lease_expired");
+    assert!(
+        e.message.contains("stopped responding") && e.message.contains("3 attempts"),
+        "{}",
+        e.message
+    );
+    assert_eq!(q.lease("w1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_job_removes_it_at_once() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let owner = Actor::Participant("user01".into());
+    assert_eq!(q.cancel(&id, &owner).await.unwrap(), Cancelled::Removed);
+    assert_eq!(q.job(&id).await.unwrap().unwrap().status, Status::Cancelled);
+    assert_eq!(q.lease("w1").await.unwrap(), None);
+    assert_eq!(
+        refusal(q.cancel(&id, &owner).await),
+        Refusal::AlreadyFinished
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_flags_it_for_its_worker() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    q.start(&id, l.token).await.unwrap();
+    assert_eq!(
+        q.cancel(&id, &Actor::Admin).await.unwrap(),
+        Cancelled::Flagged
+    );
+    assert!(
+        q.heartbeat(&id, l.token).await.unwrap(),
+        "worker sees the cancel flag"
+    );
+    q.finish(
+        &id,
+        l.token,
+        Outcome::Cancelled,
+        &json!({}),
+        None,
+        Some(0.2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.job(&id).await.unwrap().unwrap().status, Status::Cancelled);
+}
+
+#[tokio::test]
+async fn a_cancelled_job_whose_lease_expires_ends_cancelled_not_requeued() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    q.lease("w1").await.unwrap().unwrap();
+    q.cancel(&id, &Actor::Participant("user01".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        q.requeue_expired_after(120_000).await.unwrap(),
+        vec![(id.clone(), Expiry::Cancelled)]
+    );
+    assert_eq!(q.job(&id).await.unwrap().unwrap().status, Status::Cancelled);
+}
+
+#[tokio::test]
+async fn another_participant_cannot_cancel_and_is_told_not_found() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let other = Actor::Participant("user02".into());
+    assert_eq!(refusal(q.cancel(&id, &other).await), Refusal::NotFound);
+    assert_eq!(q.job(&id).await.unwrap().unwrap().status, Status::Queued);
+    assert_eq!(q.job_of("user02", &id).await.unwrap(), None);
+    assert!(q.job_of("user01", &id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_prioritized_job_is_the_next_one_leased() {
+    let (_r, q) = setup().await;
+    for mode in [Mode::Fifo, Mode::RoundRobin, Mode::FairShare] {
+        q.set_mode(mode).await.unwrap();
+        for n in 0..5 {
+            q.enqueue(job("user01", n)).await.unwrap();
+        }
+        let late = q.enqueue(job("user02", 99)).await.unwrap().id;
+        q.prioritize(&late).await.unwrap();
+        assert_eq!(q.lease("w1").await.unwrap().unwrap().job_id, late, "{mode}");
+        assert_eq!(refusal(q.prioritize(&late).await), Refusal::NotQueued);
+        q.clear_queue("user01").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_instructors_jobs_use_the_priority_lane() {
+    let (_r, q) = setup().await;
+    q.enqueue(job("user01", 1)).await.unwrap();
+    let mut j = job("instructor", 2);
+    j.priority = true;
+    let id = q.enqueue(j).await.unwrap().id;
+    assert_eq!(q.lease("w1").await.unwrap().unwrap().job_id, id);
+}
+
+#[tokio::test]
+async fn moving_a_job_swaps_it_with_its_neighbour() {
+    let (_r, q) = setup().await;
+    q.set_mode(Mode::Fifo).await.unwrap();
+    let a = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let b = q.enqueue(job("user02", 2)).await.unwrap().id;
+    let c = q.enqueue(job("user01", 3)).await.unwrap().id;
+    assert!(!q.move_job(&a, Direction::Up).await.unwrap());
+    assert!(q.move_job(&c, Direction::Up).await.unwrap());
+    let order: Vec<String> = q
+        .snapshot(1)
+        .await
+        .unwrap()
+        .waiting
+        .into_iter()
+        .map(|w| w.job_id)
+        .collect();
+    assert_eq!(order, vec![a.clone(), c.clone(), b.clone()]);
+    assert!(q.move_job(&a, Direction::Down).await.unwrap());
+    let order: Vec<String> = q
+        .snapshot(1)
+        .await
+        .unwrap()
+        .waiting
+        .into_iter()
+        .map(|w| w.job_id)
+        .collect();
+    assert_eq!(order, vec![c.clone(), a.clone(), b.clone()]);
+    assert_eq!(q.lease("w").await.unwrap().unwrap().job_id, c);
+    assert_eq!(
+        refusal(q.move_job(&c, Direction::Up).await),
+        Refusal::NotQueued
+    );
+}
+
+#[tokio::test]
+async fn paused_dispatch_hands_out_nothing_until_resumed() {
+    let (_r, q) = setup().await;
+    q.enqueue(job("user01", 1)).await.unwrap();
+    q.pause(None, Some(true)).await.unwrap();
+    assert_eq!(q.lease("w1").await.unwrap(), None);
+    assert!(q.runtime_settings().await.unwrap().paused_dispatch);
+    q.pause(None, Some(false)).await.unwrap();
+    assert!(q.lease("w1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_mode_switch_is_stored_and_read_back() {
+    let (_r, q) = setup().await;
+    assert_eq!(q.runtime_settings().await.unwrap().mode, Mode::FairShare);
+    q.set_mode(Mode::RoundRobin).await.unwrap();
+    assert_eq!(q.runtime_settings().await.unwrap().mode, Mode::RoundRobin);
+}
+
+#[tokio::test]
+async fn clearing_a_queue_cancels_only_that_participants_waiting_jobs() {
+    let (_r, q) = setup().await;
+    q.set_mode(Mode::Fifo).await.unwrap();
+    let running = q.enqueue(job("user01", 0)).await.unwrap().id;
+    q.lease("w1").await.unwrap().unwrap();
+    for n in 1..4 {
+        q.enqueue(job("user01", n)).await.unwrap();
+    }
+    let other = q.enqueue(job("user02", 9)).await.unwrap().id;
+    assert_eq!(q.clear_queue("user01").await.unwrap(), 3);
+    assert_eq!(
+        q.job(&running).await.unwrap().unwrap().status,
+        Status::Leased
+    );
+    assert_eq!(q.lease("w2").await.unwrap().unwrap().job_id, other);
+    assert_eq!(q.participants().await.unwrap()[0].cancelled, 3);
+}
+
+#[tokio::test]
+async fn deleting_history_entries_removes_only_the_owners_finished_jobs() {
+    let (_r, q) = setup().await;
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(q.enqueue(job("user01", n)).await.unwrap().id);
+        let l = q.lease("w").await.unwrap().unwrap();
+        q.finish(
+            &l.job_id,
+            l.token,
+            Outcome::Succeeded,
+            &json!({}),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(q.delete_history("user02", &ids[..1]).await.unwrap(), 0);
+    assert_eq!(q.delete_history("user01", &ids[..1]).await.unwrap(), 1);
+    assert_eq!(q.job(&ids[0]).await.unwrap(), None);
+    assert_eq!(q.history("user01", 0, 10).await.unwrap().len(), 2);
+    assert_eq!(q.delete_history("user01", &[]).await.unwrap(), 2);
+    assert!(q.history("user01", 0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_only_goes_to_a_worker_with_the_capabilities_it_needs() {
+    let (_r, q) = setup().await;
+    q.register_caps("small", &["node:EmptyImage".into()])
+        .await
+        .unwrap();
+    q.register_caps(
+        "big",
+        &[
+            "node:EmptyImage".into(),
+            "model:checkpoints/flux.safetensors".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut needs_flux = job("user01", 1);
+    needs_flux.requires = vec![
+        "node:EmptyImage".into(),
+        "model:checkpoints/flux.safetensors".into(),
+    ];
+    let flux = q.enqueue(needs_flux).await.unwrap().id;
+    let mut simple = job("user02", 2);
+    simple.requires = vec!["node:EmptyImage".into()];
+    let plain = q.enqueue(simple).await.unwrap().id;
+    assert_eq!(q.lease("small").await.unwrap().unwrap().job_id, plain);
+    assert_eq!(q.lease("small").await.unwrap(), None);
+    assert_eq!(q.lease("big").await.unwrap().unwrap().job_id, flux);
+}
+
+#[tokio::test]
+async fn every_change_is_published_to_the_owner_and_the_admin_only() {
+    let (_r, q) = setup().await;
+    let mut mine = q.subscribe(Some("user01")).await.unwrap();
+    let mut theirs = q.subscribe(Some("user02")).await.unwrap();
+    let mut admin = q.subscribe(None).await.unwrap();
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    q.start(&id, l.token).await.unwrap();
+    q.finish(&id, l.token, Outcome::Succeeded, &json!({}), None, None)
+        .await
+        .unwrap();
+    let mut seen = vec![];
+    for _ in 0..4 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), mine.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["job"], id.as_str());
+        seen.push(v["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["queued", "leased", "running", "succeeded"]);
+    let a = tokio::time::timeout(std::time::Duration::from_secs(5), admin.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a.contains(&id));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), theirs.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_participant_sees_their_jobs_with_global_positions_and_etas() {
+    let (_r, q) = setup().await;
+    q.set_mode(Mode::Fifo).await.unwrap();
+    q.enqueue(job("user02", 1)).await.unwrap();
+    let mine = q.enqueue(job("user01", 2)).await.unwrap().id;
+    q.enqueue(job("user02", 3)).await.unwrap();
+    let view = q.participant_queue("user01", 1).await.unwrap();
+    assert_eq!(view.waiting.len(), 1);
+    assert_eq!(view.waiting[0].job_id, mine);
+    assert_eq!(view.waiting[0].position, 1);
+    // default 1 s per job, one worker: done after 2 jobs.
+    assert_eq!(view.waiting[0].eta_seconds, 2.0);
+    assert!(view.running.is_empty());
+    q.lease("w").await.unwrap();
+    q.lease("w").await.unwrap();
+    let view = q.participant_queue("user01", 1).await.unwrap();
+    assert!(view.waiting.is_empty());
+    assert_eq!(view.running.len(), 1);
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.waiting, c.leased_or_running, c.enqueued), (1, 2, 3));
+    assert_eq!(c.waiting_by_participant.get("user02"), Some(&1));
+}
