@@ -288,6 +288,9 @@ impl Queue {
             .query_async(&mut self.conn())
             .await?;
         names.sort();
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
         let mut pipe = redis::pipe();
         for u in &names {
             pipe.hgetall(self.keys.user(u));
