@@ -285,8 +285,10 @@ impl Config {
             None => {}
         }
         let env = Env::prefixed("COMFY_MULTI_").split("__").filter(|k| {
+            // Keys are split on `__` into `.` before this filter sees them,
+            // but not yet lowercased.
             let top = k.as_str().split('.').next().unwrap_or("");
-            TOP_LEVEL_KEYS.contains(&top)
+            TOP_LEVEL_KEYS.iter().any(|t| t.eq_ignore_ascii_case(top))
         });
         fig = fig.merge(env).merge(Serialized::defaults(overrides));
         let config: Config = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;

@@ -22,6 +22,18 @@ pub fn stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);
 }
 
+/// The watchdog interval, as `sd_watchdog_enabled(3)` reads it:
+/// `WATCHDOG_USEC` set, and `WATCHDOG_PID` either unset or this process.
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then_some(usec)
+}
+
 /// When systemd asked for a watchdog (`WATCHDOG_USEC`), pings it at half the
 /// interval for as long as `healthy()` says so; a hung or unhealthy process
 /// stops pinging and systemd restarts it.
@@ -30,10 +42,7 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
+    let Some(usec) = watchdog_usec() else { return };
     let every = Duration::from_micros(usec / 2);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -1,6 +1,7 @@
 //! Logging: to journald when started by systemd (`JOURNAL_STREAM` set),
 //! otherwise human-readable to stderr; filtered by `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -16,6 +17,10 @@ pub fn init() {
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }

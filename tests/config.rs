@@ -1,0 +1,184 @@
+//! Configuration layering (defaults → file → env → flags), unknown keys,
+//! bad values, secret files — and `comfy-multi check-config` on top of it.
+
+use comfy_multi::config::{read_secret, Config, ConfigError};
+use comfy_multi::queue::Mode;
+use figment::Jail;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_comfy-multi"))
+}
+
+fn load(jail: &Jail, file: &str, flags: serde_json::Value) -> Result<Config, ConfigError> {
+    Config::load(Some(&jail.directory().join(file)), flags)
+}
+
+#[test]
+fn file_then_environment_then_flags_each_override_the_one_before() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            r#"
+                state_dir = "/srv/ws"
+                [queue]
+                mode = "round_robin"
+                max_pending_per_participant = 3
+                [hub]
+                listen = "127.0.0.1:9000"
+            "#,
+        )?;
+        let c = load(jail, "c.toml", json!({})).unwrap();
+        assert_eq!(c.state_dir, Path::new("/srv/ws"));
+        assert_eq!(c.queue.mode, Mode::RoundRobin);
+        assert_eq!(c.queue.max_pending_per_participant, 3);
+        assert_eq!(c.queue.max_attempts, 3, "defaults fill the rest");
+
+        jail.set_env("COMFY_MULTI_QUEUE__MODE", "fifo");
+        jail.set_env("COMFY_MULTI_HUB__LISTEN", "127.0.0.1:9001");
+        // Variables outside the config's sections are not config keys.
+        jail.set_env("COMFY_MULTI_CACHE", "/tmp/cache");
+        let c = load(jail, "c.toml", json!({})).unwrap();
+        assert_eq!(c.queue.mode, Mode::Fifo);
+        assert_eq!(c.hub.listen, "127.0.0.1:9001");
+
+        let c = load(jail, "c.toml", json!({"hub": {"listen": "127.0.0.1:9002"}})).unwrap();
+        assert_eq!(c.hub.listen, "127.0.0.1:9002");
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[queue]\nmax_pendign = 3\n")?;
+        let e = load(jail, "c.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("max_pendign"), "{e}");
+        jail.create_file("d.toml", "colour = 1\n")?;
+        let e = load(jail, "d.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        jail.create_file("ok.toml", "")?;
+        jail.set_env("COMFY_MULTI_QUEUE__MODEE", "fifo");
+        let e = load(jail, "ok.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("modee"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_are_reported_all_at_once() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            r#"
+                [queue]
+                lease_ms = 10
+                max_attempts = 0
+                [hub]
+                listen = "everywhere"
+                [participants]
+                names = ["user01", "User 2", "user01"]
+            "#,
+        )?;
+        let e = load(jail, "c.toml", json!({})).unwrap_err().to_string();
+        for needle in [
+            "lease_ms",
+            "max_attempts",
+            "hub.listen",
+            "\"User 2\"",
+            "appears twice",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in: {e}");
+        }
+        jail.create_file("m.toml", "[queue]\nmode = \"fastest\"\n")?;
+        let e = load(jail, "m.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("fastest") || e.contains("mode"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let e = Config::load(Some(Path::new("/nonexistent/c.toml")), json!({})).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/c.toml"));
+}
+
+#[test]
+fn secrets_are_read_from_files_and_errors_never_show_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("secret");
+    std::fs::write(&p, "s3cret-value\n").unwrap();
+    assert_eq!(read_secret(&p).unwrap(), "s3cret-value");
+    std::fs::write(&p, "\n").unwrap();
+    assert!(read_secret(&p).unwrap_err().to_string().contains("empty"));
+    let e = read_secret(&dir.path().join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"));
+    // The Redis URL's password is redacted in debug output.
+    let mut c = Config::default();
+    c.redis.url = "redis://:hunter2@127.0.0.1:6379".into();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[participants]\nnames = [\"user01\", \"user02\"]\ninstructor = \"instructor\"\n[queue]\nmode = \"fair_share\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn check_config_prints_what_is_wrong_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "[queue]\nmax_attempts = 0\nbogus = true\n").unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn a_redis_password_never_appears_in_error_output() {
+    let out = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://:hunter2@127.0.0.1:1",
+        ])
+        .env("COMFY_MULTI_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("***"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
