@@ -325,8 +325,8 @@ impl Config {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
             p.push("redis.key_prefix must be non-empty without spaces".into());
         }
-        if self.redis.url_file.is_none() {
-            if redis::Client::open(self.redis.url.as_str()).is_err() {
+        if self.redis.url_file.is_none() && redis::Client::open(self.redis.url.as_str()).is_err() {
+            {
                 p.push(format!(
                     "redis.url {:?} is not a Redis URL",
                     redact_url(&self.redis.url)

@@ -1,5 +1,6 @@
 //! Configuration layering (defaults → file → env → flags), unknown keys,
 //! bad values, secret files — and `comfy-multi check-config` on top of it.
+#![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 
 use comfy_multi::config::{read_secret, Config, ConfigError};
 use comfy_multi::queue::Mode;

@@ -98,7 +98,7 @@ async fn concurrent_leasers_never_share_a_job_and_lose_none() {
     for l in leasers {
         l.await.unwrap();
     }
-    let finished = finished.lock().unwrap();
+    let finished = finished.lock().unwrap().clone();
     println!("{} jobs submitted, {} completed", ids.len(), finished.len());
     assert_eq!(ids.len(), total);
     assert_eq!(finished.len(), total, "every job completed");
@@ -193,7 +193,7 @@ async fn abandoned_jobs_are_rerun_and_each_completes_exactly_once() {
     }
     stop.cancel();
     reaper.await.unwrap();
-    let successes = successes.lock().unwrap();
+    let successes = successes.lock().unwrap().clone();
     println!(
         "{total} jobs, {} abandoned by workers, {} late reports refused, {} completed",
         abandoned.load(Ordering::Relaxed),

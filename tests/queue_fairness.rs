@@ -85,7 +85,7 @@ async fn gpu_seconds_share(mode: Mode) -> (f64, Vec<f64>) {
         }
     }
     let mut used = vec![0.0; 10];
-    let mut count = vec![0usize; 10];
+    let mut count = [0usize; 10];
     // Measure while everyone is still backlogged.
     while count.iter().all(|c| *c < 40) {
         let p = run_one(&q, &secs).await.unwrap();

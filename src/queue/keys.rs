@@ -112,8 +112,19 @@ impl Keys {
     pub fn participant_channel(&self, participant: &str) -> String {
         self.scoped("ev", participant)
     }
-    /// Pub/sub channel of every change, for the admin page.
+    /// Pub/sub channel of settings changes (mode, pause, participants).
     pub fn admin_channel(&self) -> String {
         self.scoped("ev", "@admin")
+    }
+    /// Pattern matching every channel above, for the admin page.
+    pub fn all_channels_pattern(&self) -> String {
+        let mut escaped = String::new();
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        format!("{escaped}:ev:*")
     }
 }

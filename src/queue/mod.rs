@@ -99,6 +99,8 @@ pub struct Queue {
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
+    /// `KEYS` of every script, built once.
+    common_keys: Arc<[String; 8]>,
     settings: Arc<QueueSettings>,
     /// 0 unknown, 1 WAITAOF usable, 2 not usable.
     waitaof: Arc<AtomicU8>,
@@ -158,6 +160,7 @@ impl Queue {
             client,
             conn,
             keys: Keys::new(prefix),
+            common_keys: Arc::new(Keys::new(prefix).common()),
             settings: Arc::new(settings),
             waitaof: Arc::new(AtomicU8::new(0)),
         })
@@ -179,7 +182,7 @@ impl Queue {
         args: Vec<Vec<Vec<u8>>>,
     ) -> Result<Vec<String>, QueueError> {
         let mut inv = script.prepare_invoke();
-        for key in self.keys.common() {
+        for key in self.common_keys.iter() {
             inv.key(key);
         }
         inv.arg(self.keys.prefix());
@@ -531,15 +534,14 @@ impl Queue {
         &self,
         participant: Option<&str>,
     ) -> Result<mpsc::Receiver<String>, QueueError> {
-        let channel = match participant {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        match participant {
             Some(u) => {
                 check_name("participant", u)?;
-                self.keys.participant_channel(u)
+                pubsub.subscribe(self.keys.participant_channel(u)).await?;
             }
-            None => self.keys.admin_channel(),
-        };
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
+            None => pubsub.psubscribe(self.keys.all_channels_pattern()).await?,
+        }
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut stream = pubsub.into_on_message();

@@ -79,6 +79,17 @@ pub struct Counts {
 
 type Hash = HashMap<String, String>;
 
+/// settings, prio, queued, rr, fs (with tags), leased ids, recent run times.
+type SnapshotReply = (
+    Hash,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<(String, f64)>,
+    Vec<String>,
+    Vec<f64>,
+);
+
 fn num<T: std::str::FromStr>(h: &Hash, k: &str) -> Option<T> {
     h.get(k).and_then(|v| v.parse().ok())
 }
@@ -149,15 +160,7 @@ impl Queue {
     /// The whole queue in predicted lease order, with ETAs for `workers` GPUs.
     pub async fn snapshot(&self, workers: usize) -> Result<QueueSnapshot, QueueError> {
         let k = &self.keys;
-        let (settings, prio, queued, rr, fs, leased, rt): (
-            Hash,
-            Vec<String>,
-            Vec<String>,
-            Vec<String>,
-            Vec<(String, f64)>,
-            Vec<String>,
-            Vec<f64>,
-        ) = redis::pipe()
+        let (settings, prio, queued, rr, fs, leased, rt): SnapshotReply = redis::pipe()
             .atomic()
             .hgetall(k.settings())
             .zrange(k.prio(), 0, -1)

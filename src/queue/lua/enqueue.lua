@@ -35,8 +35,8 @@ local number = redis.call('HINCRBY', K_SETTINGS, 'seq', 1)
 redis.call('HSET', jk, 'id', id, 'participant', u, 'prompt', prompt, 'extra', ARGV[5],
   'created', now, 'status', 'queued', 'attempts', 0, 'priority', ARGV[6],
   'number', number, 'requires', ARGV[9], 'name', ARGV[10])
-redis.call('HINCRBY', uk, 'active', 1)
 redis.call('HSET', uk, 'last_activity', now)
+redis.call('HINCRBY', uk, 'active', 1)
 redis.call('SADD', K_USERS, u)
 redis.call('HINCRBY', K_STATS, 'enqueued', 1)
 if ARGV[6] == '1' then

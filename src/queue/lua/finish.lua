@@ -16,24 +16,25 @@ local u, status = check_lease(id, ARGV[3])
 if not u then return status end
 local jk = k('job', id)
 local uk = k('user', u)
-redis.call('HSET', jk, 'outputs', ARGV[5], 'error', ARGV[6])
+local job_fields = {'outputs', ARGV[5], 'error', ARGV[6]}
+local user_fields = {}
 if gpu_ms >= 0 then
-  redis.call('HSET', jk, 'gpu_ms', gpu_ms)
+  job_fields[#job_fields + 1] = 'gpu_ms'
+  job_fields[#job_fields + 1] = gpu_ms
   redis.call('HINCRBY', uk, 'gpu_ms', math.floor(gpu_ms))
-  local weight = num(redis.call('HGET', uk, 'weight'), 1)
+  local uf = redis.call('HMGET', uk, 'weight', 'vfinish')
+  local weight = num(uf[1], 1)
   if weight <= 0 then weight = 1 end
   local charged = num(redis.call('HGET', jk, 'charge'), 0)
-  local fin = num(redis.call('HGET', uk, 'vfinish'), 0) + gpu_ms / weight - charged
-  redis.call('HSET', uk, 'vfinish', fin)
+  local fin = num(uf[2], 0) + gpu_ms / weight - charged
+  user_fields = {'vfinish', fin}
   if redis.call('ZSCORE', K_FS, u) then
     redis.call('ZADD', K_FS, math.max(vtime(), fin), u)
   end
   if outcome == 'succeeded' then
-    redis.call('LPUSH', k('rt', u), gpu_ms)
-    redis.call('LTRIM', k('rt', u), 0, 9)
-    redis.call('LPUSH', P .. ':rt', gpu_ms)
-    redis.call('LTRIM', P .. ':rt', 0, 49)
+    if redis.call('LPUSH', k('rt', u), gpu_ms) > 10 then redis.call('LTRIM', k('rt', u), 0, 9) end
+    if redis.call('LPUSH', P .. ':rt', gpu_ms) > 50 then redis.call('LTRIM', P .. ':rt', 0, 49) end
   end
 end
-finish_job(u, id, outcome, now_ms(), tonumber(ARGV[8]))
+finish_job(u, id, outcome, now_ms(), tonumber(ARGV[8]), job_fields, user_fields)
 return {'ok'}

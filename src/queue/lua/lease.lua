@@ -62,7 +62,8 @@ local uk = k('user', u)
 -- Fair-share accounting happens whatever the mode: the start tag is the
 -- participant's tag in the fair-share set, or max(V, finish tag).
 local tag = redis.call('ZSCORE', K_FS, u)
-local fin = num(redis.call('HGET', uk, 'vfinish'), 0)
+local uf = redis.call('HMGET', uk, 'vfinish', 'weight')
+local fin = num(uf[1], 0)
 local start = math.max(V, fin)
 if lane == 'fair_share' and tag then start = tonumber(tag) end
 if lane == 'fair_share' then
@@ -76,17 +77,19 @@ if #times > 0 then
   for _, t in ipairs(times) do sum = sum + tonumber(t) end
   cost = sum / #times
 end
-local weight = num(redis.call('HGET', uk, 'weight'), 1)
+local weight = num(uf[2], 1)
 if weight <= 0 then weight = 1 end
 local charge = cost / weight
 redis.call('HSET', uk, 'vfinish', start + charge)
 
+local left
 if lane == 'prio' then
   redis.call('ZREM', K_PRIO, id)
+  left = redis.call('ZCARD', k('line', u))
 else
-  remove_from_line(u, id)
+  left = remove_from_line(u, id)
 end
-if redis.call('ZCARD', k('line', u)) > 0 then
+if left > 0 then
   -- Still waiting work: to the back of the ring, next tag at its finish tag.
   redis.call('ZADD', K_RR, redis.call('HINCRBY', K_SETTINGS, 'rr_turn', 1), u)
   redis.call('ZADD', K_FS, math.max(V, start + charge), u)

@@ -15,7 +15,7 @@
 -- Dynamic keys (single Redis instance only; no cluster):
 --   <p>:job:<id> hash, <p>:user:<u> hash, <p>:line:<u> zset, <p>:inflight:<u> set,
 --   <p>:hist:<u> list, <p>:rt:<u> list, <p>:rt list, <p>:caps:<worker> set,
---   channels <p>:ev:<u> and <p>:ev:@admin.
+--   channels <p>:ev:<u> (per participant) and <p>:ev:@admin (settings).
 local K_SETTINGS, K_QUEUED, K_PRIO, K_RR, K_FS, K_LEASES, K_STATS, K_USERS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local P = ARGV[1]
@@ -35,13 +35,12 @@ end
 
 local function err(code, message) return {'err', code, message} end
 
--- Publishes a small change notice on the participant's and the admin channel.
--- Names and ids are validated by the Rust side ([a-z0-9_-] and UUIDs), so they
--- need no JSON escaping.
+-- Publishes a small change notice on the participant's channel (the admin
+-- page pattern-subscribes to all of them). Names and ids are validated by the
+-- Rust side ([a-z0-9_-] and UUIDs), so they need no JSON escaping.
 local function publish(u, id, status)
-  local msg = '{"job":"' .. id .. '","participant":"' .. u .. '","status":"' .. status .. '"}'
-  redis.call('PUBLISH', k('ev', u), msg)
-  redis.call('PUBLISH', k('ev', '@admin'), msg)
+  redis.call('PUBLISH', k('ev', u),
+    '{"job":"' .. id .. '","participant":"' .. u .. '","status":"' .. status .. '"}')
 end
 
 local function vtime() return num(redis.call('HGET', K_SETTINGS, 'vtime'), 0) end
@@ -76,13 +75,16 @@ end
 
 -- Takes a queued job out of its participant's line; a participant with no
 -- waiting work left leaves the round-robin ring and the fair-share set.
+-- Returns how many jobs the participant still has waiting in their line.
 local function remove_from_line(u, id)
   redis.call('ZREM', k('line', u), id)
   redis.call('ZREM', K_QUEUED, id)
-  if redis.call('ZCARD', k('line', u)) == 0 then
+  local left = redis.call('ZCARD', k('line', u))
+  if left == 0 then
     redis.call('ZREM', K_RR, u)
     redis.call('ZREM', K_FS, u)
   end
+  return left
 end
 
 -- Removes a queued job from wherever it waits (priority lane or line).
@@ -92,21 +94,26 @@ end
 
 -- Records a job's terminal state and appends it to the participant's capped
 -- history; the oldest entries beyond the cap are deleted with their job hash.
-local function finish_job(u, id, status, now, history_limit)
-  local jk = k('job', id)
-  redis.call('HSET', jk, 'status', status, 'finished', now)
-  redis.call('HDEL', jk, 'deadline')
+-- `job_fields` / `user_fields`: more field/value pairs to set in the same
+-- write (may be nil).
+local function finish_job(u, id, status, now, history_limit, job_fields, user_fields)
+  local jf = {'HSET', k('job', id), 'status', status, 'finished', now}
+  for _, v in ipairs(job_fields or {}) do jf[#jf + 1] = v end
+  redis.call(unpack(jf))
   redis.call('ZREM', K_LEASES, id)
   redis.call('SREM', k('inflight', u), id)
-  redis.call('HINCRBY', k('user', u), 'active', -1)
-  redis.call('HINCRBY', k('user', u), status, 1)
-  redis.call('HSET', k('user', u), 'last_activity', now)
+  local uk = k('user', u)
+  local uf = {'HSET', uk, 'last_activity', now}
+  for _, v in ipairs(user_fields or {}) do uf[#uf + 1] = v end
+  redis.call(unpack(uf))
+  redis.call('HINCRBY', uk, 'active', -1)
+  redis.call('HINCRBY', uk, status, 1)
   redis.call('HINCRBY', K_STATS, status, 1)
   local hk = k('hist', u)
-  redis.call('LPUSH', hk, id)
-  while redis.call('LLEN', hk) > history_limit do
-    local old = redis.call('RPOP', hk)
-    redis.call('DEL', k('job', old))
+  local len = redis.call('LPUSH', hk, id)
+  while len > history_limit do
+    redis.call('DEL', k('job', redis.call('RPOP', hk)))
+    len = len - 1
   end
   publish(u, id, status)
 end
