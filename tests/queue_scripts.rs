@@ -624,3 +624,27 @@ async fn a_participant_sees_their_jobs_with_global_positions_and_etas() {
     assert_eq!((c.waiting, c.leased_or_running, c.enqueued), (1, 2, 3));
     assert_eq!(c.waiting_by_participant.get("user02"), Some(&1));
 }
+
+#[tokio::test]
+async fn a_released_job_is_retried_at_once_and_the_old_token_is_dead() {
+    let (_r, q) = setup().await;
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let l = q.lease("w1").await.unwrap().unwrap();
+    q.start(&id, l.token).await.unwrap();
+    assert_eq!(refusal(q.release(&id, l.token + 1, "x").await), Refusal::StaleToken);
+    assert_eq!(q.release(&id, l.token, "ComfyUI went down").await.unwrap(), Expiry::Requeued);
+    let j = q.job(&id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (Status::Queued, 1));
+    assert_eq!(
+        refusal(q.finish(&id, l.token, Outcome::Succeeded, &json!({}), None, None).await),
+        Refusal::StaleToken
+    );
+    // After the attempt limit, the reason is kept.
+    for _ in 0..2 {
+        let l = q.lease("w1").await.unwrap().unwrap();
+        q.release(&id, l.token, "ComfyUI went down").await.unwrap();
+    }
+    let j = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(j.status, Status::Failed);
+    assert!(j.error.unwrap().message.contains("ComfyUI went down"));
+}

@@ -146,6 +146,9 @@ pub struct Job {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub worker: Option<String>,
+    /// The current lease's fencing token (never shown to participants).
+    #[serde(skip_serializing, default)]
+    pub lease_token: Option<u64>,
     pub cancel_requested: bool,
     pub outputs: Option<serde_json::Value>,
     pub error: Option<JobError>,
@@ -176,6 +179,7 @@ impl Job {
             started_ms: num("started"),
             finished_ms: num("finished"),
             worker: get("worker").map(str::to_string),
+            lease_token: num("token"),
             cancel_requested: get("cancel") == Some("1"),
             outputs: json("outputs"),
             error: get("error").and_then(|v| serde_json::from_str(v).ok()),

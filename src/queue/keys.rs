@@ -108,6 +108,14 @@ impl Keys {
     pub fn caps(&self, worker: &str) -> String {
         self.scoped("caps", worker)
     }
+    /// String: a worker's ComfyUI `object_info`, stored once per digest.
+    pub fn object_info(&self, digest: &str) -> String {
+        self.scoped("objinfo", digest)
+    }
+    /// Hash: connected workers (id → JSON description), kept by the hub.
+    pub fn workers(&self) -> String {
+        self.global("workers")
+    }
     /// Pub/sub channel of one participant's job changes.
     pub fn participant_channel(&self, participant: &str) -> String {
         self.scoped("ev", participant)

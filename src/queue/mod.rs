@@ -517,6 +517,85 @@ impl Queue {
         parse(r.get(1), "count")
     }
 
+    /// Hands a job back without a result (the worker's ComfyUI is down, the
+    /// worker is stopping): retried at once, or failed after the attempt
+    /// limit with `reason`.
+    pub async fn release(&self, job_id: &str, token: u64, reason: &str) -> Result<Expiry, QueueError> {
+        check_id(job_id)?;
+        let s = &self.settings;
+        let r = self
+            .run(
+                &scripts::scripts().release,
+                argv![job_id, token, s.max_attempts, s.history_limit, reason],
+            )
+            .await?;
+        match r.get(1).map(String::as_str) {
+            Some("requeued") => Ok(Expiry::Requeued),
+            Some("failed") => Ok(Expiry::Failed),
+            Some("cancelled") => Ok(Expiry::Cancelled),
+            other => Err(QueueError::Corrupt(format!("release said {other:?}"))),
+        }
+    }
+
+    /// Relays a job event (progress, outputs, previews…) to the participant's
+    /// channel; `payload` is a JSON text. Not stored: live subscribers only.
+    pub async fn publish_event(&self, participant: &str, payload: &str) -> Result<(), QueueError> {
+        check_name("participant", participant)?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.keys.participant_channel(participant))
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a ComfyUI `object_info` under its digest (once).
+    pub async fn put_object_info(&self, digest: &str, json: &str) -> Result<(), QueueError> {
+        // SET NX answers OK or nil; either is fine.
+        let _: redis::Value = redis::cmd("SET")
+            .arg(self.keys.object_info(digest))
+            .arg(json)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The `object_info` stored under `digest`, if any.
+    pub async fn object_info(&self, digest: &str) -> Result<Option<String>, QueueError> {
+        Ok(redis::cmd("GET")
+            .arg(self.keys.object_info(digest))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Records (or, with `None`, removes) a connected worker's description.
+    pub async fn set_worker(&self, worker: &str, info: Option<&str>) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        let cmd = match info {
+            Some(i) => {
+                let mut c = redis::cmd("HSET");
+                c.arg(self.keys.workers()).arg(worker).arg(i);
+                c
+            }
+            None => {
+                let mut c = redis::cmd("HDEL");
+                c.arg(self.keys.workers()).arg(worker);
+                c
+            }
+        };
+        let _: i64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Connected workers: id → JSON description.
+    pub async fn workers(&self) -> Result<std::collections::HashMap<String, String>, QueueError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
     /// Records a worker's capability tags (replacing earlier ones).
     pub async fn register_caps(&self, worker: &str, tags: &[String]) -> Result<(), QueueError> {
         check_name("worker", worker)?;

@@ -36,6 +36,7 @@ scripts! {
     clear_queue => "clear_queue.lua",
     delete_history => "delete_history.lua",
     register_caps => "register_caps.lua",
+    release => "release.lua",
 }
 
 /// The process-wide script set.

@@ -135,3 +135,47 @@ local function check_lease(id, token)
   return f[1], f[2]
 end
 
+
+-- Takes a leased/running job back from its worker: it returns to the front
+-- of its participant's line (or of the priority lane) with attempts + 1, or
+-- fails once `max_attempts` is reached (the error says `why`), or ends as
+-- cancelled when a cancel was pending. Returns requeued | failed | cancelled.
+local function requeue_job(id, now, max_attempts, history_limit, why)
+  local jk = k('job', id)
+  local f = redis.call('HMGET', jk, 'participant', 'cancel', 'priority', 'order', 'charge')
+  local u = f[1]
+  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  if f[2] == '1' then
+    finish_job(u, id, 'cancelled', now, history_limit)
+    return 'cancelled'
+  end
+  if attempts >= max_attempts then
+    finish_job(u, id, 'failed', now, history_limit, {'error', cjson.encode({
+      type = 'lease_expired',
+      message = why .. '; gave up after ' .. attempts .. ' attempts',
+      details = ''})})
+    return 'failed'
+  end
+  redis.call('HINCRBY', K_STATS, 'retried', 1)
+  redis.call('ZREM', K_LEASES, id)
+  redis.call('SREM', k('inflight', u), id)
+  redis.call('HDEL', jk, 'deadline', 'worker', 'started', 'leased_at')
+  redis.call('HSET', jk, 'status', 'queued')
+  -- Refund the fair-share charge taken at lease time.
+  local uk = k('user', u)
+  redis.call('HSET', uk, 'vfinish', num(redis.call('HGET', uk, 'vfinish'), 0) - num(f[5], 0))
+  if f[3] == '1' then
+    local first = redis.call('ZRANGE', K_PRIO, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', K_PRIO, (first[2] and tonumber(first[2]) or 0) - 1, id)
+  else
+    local head = redis.call('ZRANGE', k('line', u), 0, 0, 'WITHSCORES')
+    local score = tonumber(f[4])
+    if head[2] and tonumber(head[2]) <= score then score = tonumber(head[2]) - 1 end
+    if redis.call('ZSCORE', K_FS, u) then
+      redis.call('ZADD', K_FS, math.max(vtime(), num(redis.call('HGET', uk, 'vfinish'), 0)), u)
+    end
+    add_to_line(u, id, score, true)
+  end
+  publish(u, id, 'queued')
+  return 'requeued'
+end
