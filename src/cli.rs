@@ -178,9 +178,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let q = q.clone();
         async move { q.ping().await }
     });
+    let worker_tokens = match &config.hub.worker_tokens_file {
+        Some(f) => crate::config::read_secret(f)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => {
+            tracing::warn!("hub.worker_tokens_file is not set: no worker can connect");
+            vec![]
+        }
+    };
     let state = hub::HubState {
         queue,
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
+        state_dir: config.state_dir.clone(),
+        worker_tokens: std::sync::Arc::new(worker_tokens),
+        max_output_bytes: config.hub.max_output_bytes,
+        shutdown: token.clone(),
     };
     let result = hub::run(listener, state, token).await;
     systemd::stopping();

@@ -122,6 +122,8 @@ pub struct HubConfig {
     pub session_secret_file: Option<PathBuf>,
     /// How often the reaper looks for expired leases.
     pub reap_interval_ms: u64,
+    /// Largest output file (image, video) a worker may upload.
+    pub max_output_bytes: u64,
 }
 
 impl Default for HubConfig {
@@ -132,6 +134,7 @@ impl Default for HubConfig {
             admin_password_file: None,
             session_secret_file: None,
             reap_interval_ms: 1000,
+            max_output_bytes: 4 << 30,
         }
     }
 }

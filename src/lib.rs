@@ -4,7 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod hub;
+pub mod paths;
+pub mod protocol;
 pub mod queue;
 pub mod shutdown;
 pub mod systemd;

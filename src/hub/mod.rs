@@ -1,14 +1,19 @@
-//! `comfy-multi serve`: the hub. For now it runs the lease reaper and a
-//! health endpoint; the worker gateway, file store, admin API and metrics
-//! join it here (one route table in [`router`]).
+//! `comfy-multi serve`: the hub — worker gateway, participants' file store,
+//! lease reaper and health check; the admin API and metrics join it here
+//! (one route table in [`router`]).
 
+pub mod auth;
+mod files;
+mod gateway;
 mod reaper;
 
 use crate::queue::Queue;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +23,30 @@ use tokio_util::sync::CancellationToken;
 pub struct HubState {
     pub queue: Queue,
     pub reap_interval: Duration,
+    /// Participants' files live in `<state_dir>/users/<name>/…`.
+    pub state_dir: PathBuf,
+    /// Accepted worker tokens.
+    pub worker_tokens: Arc<Vec<String>>,
+    /// Largest output file a worker may upload.
+    pub max_output_bytes: u64,
+    /// Cancelled when the hub shuts down (ends worker sessions).
+    pub shutdown: CancellationToken,
+}
+
+impl HubState {
+    /// A participant's folder (the name is validated by the queue).
+    pub fn user_dir(&self, participant: &str) -> PathBuf {
+        self.state_dir.join("users").join(participant)
+    }
 }
 
 /// The hub's one route table.
 pub fn router(state: HubState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route(crate::protocol::CONNECT_PATH, get(gateway::connect))
+        .route("/worker/v1/jobs/{job}/input", get(files::get_input))
+        .route("/worker/v1/jobs/{job}/output", post(files::put_output))
         .with_state(state)
 }
 

@@ -1,0 +1,315 @@
+//! The worker gateway: one WebSocket per connected worker agent. The hub
+//! leases jobs to it through the queue (up to its capacity), pushes them
+//! down the socket, turns its heartbeats/starts/results into queue calls
+//! with the fencing token, and relays its job events to the participant.
+//! A worker that disconnects keeps its leases until they expire; when it
+//! reconnects it names the jobs it still holds and carries on.
+
+use super::auth::WorkerAuth;
+use super::HubState;
+use crate::protocol::{HubMsg, WorkerMsg};
+use crate::queue::{valid_name, Queue, Refusal};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// Largest message a worker may send (object_info of a big install).
+const MAX_MESSAGE: usize = 64 << 20;
+/// How often an idle connection looks for work.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `GET /worker/v1/connect` (WebSocket upgrade), worker token required.
+pub async fn connect(_: WorkerAuth, State(s): State<HubState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session(socket, s))
+}
+
+/// Jobs this connection holds: job → (token, participant).
+type Held = Arc<Mutex<HashMap<String, (u64, String)>>>;
+
+async fn session(socket: WebSocket, s: HubState) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<HubMsg>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let text = serde_json::to_string(&msg).expect("hub messages serialize");
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+    let Some(reg) = first.ok().flatten().and_then(|m| m.ok()).and_then(|m| parse(&m)) else {
+        let _ = tx
+            .send(HubMsg::Error {
+                message: "expected a register message first".into(),
+            })
+            .await;
+        return;
+    };
+    let WorkerMsg::Register {
+        worker,
+        capacity,
+        comfyui_url,
+        object_info_digest,
+        system_stats,
+        holding,
+    } = reg
+    else {
+        let _ = tx
+            .send(HubMsg::Error {
+                message: "expected a register message first".into(),
+            })
+            .await;
+        return;
+    };
+    if !valid_name(&worker) || capacity == 0 {
+        let _ = tx
+            .send(HubMsg::Error {
+                message: format!("invalid worker id {worker:?} or capacity 0"),
+            })
+            .await;
+        return;
+    }
+    let q = s.queue.clone();
+    let need = !matches!(q.object_info(&object_info_digest).await, Ok(Some(_)));
+    let _ = tx.send(HubMsg::Registered { need_object_info: need }).await;
+    let info = json!({
+        "id": worker, "capacity": capacity, "comfyui_url": comfyui_url,
+        "object_info_digest": object_info_digest, "system_stats": system_stats,
+        "healthy": true,
+    });
+    if let Err(e) = q.set_worker(&worker, Some(&info.to_string())).await {
+        tracing::warn!(%worker, "cannot record worker: {e}");
+    }
+    tracing::info!(%worker, capacity, "worker connected");
+
+    let held: Held = Arc::default();
+    for h in holding {
+        if let Ok(Some(j)) = q.job(&h.job).await {
+            if j.lease_token == Some(h.token) {
+                held.lock().unwrap().insert(h.job, (h.token, j.participant));
+            } else {
+                let _ = tx.send(HubMsg::Stale { job: h.job }).await;
+            }
+        }
+    }
+    let healthy = Arc::new(AtomicBool::new(true));
+    let wake = Arc::new(Notify::new());
+    let feeder = tokio::spawn(feed(
+        q.clone(),
+        worker.clone(),
+        capacity as usize,
+        held.clone(),
+        healthy.clone(),
+        wake.clone(),
+        tx.clone(),
+        s.shutdown.clone(),
+    ));
+
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = s.shutdown.cancelled() => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        if let Message::Close(_) = msg {
+            break;
+        }
+        let Some(msg) = parse(&msg) else { continue };
+        handle(&q, &worker, msg, &held, &healthy, &wake, &tx).await;
+    }
+    feeder.abort();
+    writer.abort();
+    let _ = q.set_worker(&worker, None).await;
+    tracing::info!(%worker, held = held.lock().unwrap().len(), "worker disconnected; its leases run on until they expire");
+}
+
+fn parse(msg: &Message) -> Option<WorkerMsg> {
+    let text = match msg {
+        Message::Text(t) => t.as_str(),
+        _ => return None,
+    };
+    match serde_json::from_str(text) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("unreadable worker message: {e}");
+            None
+        }
+    }
+}
+
+/// Leases jobs for this worker while it has room.
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    q: Queue,
+    worker: String,
+    capacity: usize,
+    held: Held,
+    healthy: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    tx: mpsc::Sender<HubMsg>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let room = healthy.load(Ordering::Relaxed) && held.lock().unwrap().len() < capacity;
+        if room {
+            match q.lease(&worker).await {
+                Ok(Some(lease)) => {
+                    held.lock()
+                        .unwrap()
+                        .insert(lease.job_id.clone(), (lease.token, lease.participant.clone()));
+                    tracing::info!(%worker, job = %lease.job_id, "job leased");
+                    if tx.send(HubMsg::Job { lease }).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%worker, "lease: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn handle(
+    q: &Queue,
+    worker: &str,
+    msg: WorkerMsg,
+    held: &Held,
+    healthy: &AtomicBool,
+    wake: &Notify,
+    tx: &mpsc::Sender<HubMsg>,
+) {
+    let participant = msg.job().and_then(|(job, token)| {
+        held.lock()
+            .unwrap()
+            .get(job)
+            .filter(|(t, _)| *t == token)
+            .map(|(_, u)| u.clone())
+    });
+    let drop_job = |job: &str| {
+        held.lock().unwrap().remove(job);
+        wake.notify_one();
+    };
+    match msg {
+        WorkerMsg::Register { .. } => {}
+        WorkerMsg::ObjectInfo { digest, data } => {
+            if let Err(e) = q.put_object_info(&digest, &data.to_string()).await {
+                tracing::warn!(%worker, "storing object_info: {e}");
+            }
+        }
+        WorkerMsg::Health { healthy: h, message } => {
+            healthy.store(h, Ordering::Relaxed);
+            tracing::warn!(%worker, healthy = h, "{message}");
+            if h {
+                wake.notify_one();
+            }
+        }
+        WorkerMsg::Started { job, token } => {
+            let r = q.start(&job, token).await;
+            lease_answer(tx, &job, r, || drop_job(&job)).await;
+        }
+        WorkerMsg::Heartbeat { job, token } => {
+            let r = q.heartbeat(&job, token).await;
+            lease_answer(tx, &job, r, || drop_job(&job)).await;
+        }
+        WorkerMsg::Event { job, token, event } => {
+            let Some(u) = participant else { return };
+            if event.get("type").and_then(|t| t.as_str()) == Some("executed")
+                && !lease_is_current(q, &job, token).await
+            {
+                return;
+            }
+            let payload = json!({"type": "job_event", "job": job, "event": event});
+            let _ = q.publish_event(&u, &payload.to_string()).await;
+        }
+        WorkerMsg::Preview {
+            job,
+            mime,
+            data_b64,
+            metadata,
+            ..
+        } => {
+            let Some(u) = participant else { return };
+            let payload = json!({"type": "job_preview", "job": job, "mime": mime,
+                "data_b64": data_b64, "metadata": metadata});
+            let _ = q.publish_event(&u, &payload.to_string()).await;
+        }
+        WorkerMsg::Finished {
+            job,
+            token,
+            outcome,
+            outputs,
+            error,
+            gpu_seconds,
+        } => {
+            let r = q
+                .finish(&job, token, outcome, &outputs, error.as_ref(), gpu_seconds)
+                .await;
+            report(tx, &job, r.map(|_| ())).await;
+            drop_job(&job);
+        }
+        WorkerMsg::Release { job, token, reason } => {
+            let r = q.release(&job, token, &reason).await;
+            tracing::warn!(%worker, %job, "job released: {reason}");
+            report(tx, &job, r.map(|_| ())).await;
+            drop_job(&job);
+        }
+    }
+}
+
+/// Answers a start/heartbeat: a pending cancel is passed on; a lease that
+/// passed to someone else makes the worker drop the job.
+async fn lease_answer(
+    tx: &mpsc::Sender<HubMsg>,
+    job: &str,
+    r: Result<bool, crate::queue::QueueError>,
+    drop_job: impl FnOnce(),
+) {
+    match r {
+        Ok(true) => {
+            let _ = tx.send(HubMsg::Cancel { job: job.into() }).await;
+        }
+        Ok(false) => {}
+        Err(e) if e.refusal().is_some() => {
+            drop_job();
+            let _ = tx.send(HubMsg::Stale { job: job.into() }).await;
+        }
+        Err(e) => tracing::warn!(%job, "queue unavailable: {e}"),
+    }
+}
+
+/// Answers a finish/release: recorded (Ack), refused for good (Stale), or
+/// not recorded because the queue is unreachable (the worker retries).
+async fn report(tx: &mpsc::Sender<HubMsg>, job: &str, r: Result<(), crate::queue::QueueError>) {
+    let msg = match r {
+        Ok(()) => HubMsg::Ack { job: job.into() },
+        Err(e) => match e.refusal() {
+            Some(Refusal::StaleToken | Refusal::NotFound) => HubMsg::Stale { job: job.into() },
+            Some(Refusal::AlreadyFinished) => HubMsg::Ack { job: job.into() },
+            _ => HubMsg::Error {
+                message: format!("job {job} not recorded: {e}"),
+            },
+        },
+    };
+    let _ = tx.send(msg).await;
+}
+
+/// True while `token` is still the job's current lease.
+async fn lease_is_current(q: &Queue, job: &str, token: u64) -> bool {
+    matches!(q.job(job).await, Ok(Some(j)) if j.lease_token == Some(token) && !j.status.is_terminal())
+}

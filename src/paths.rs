@@ -1,0 +1,94 @@
+//! Safe file names inside a participant's folders: every path a client or
+//! worker names is resolved inside a root (no `..`, no absolute paths, no
+//! NUL, no hidden names), and stored files never overwrite each other.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// `root/rel` when `rel` is a plain relative path (components of
+/// `[^/\0]`, none `.`/`..`/empty/starting with `.`); else `None`.
+pub fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {
+    if rel.is_empty() || rel.contains('\0') || rel.contains('\\') || rel.starts_with('/') {
+        return None;
+    }
+    let mut out = root.to_path_buf();
+    for part in rel.split('/') {
+        if part.is_empty() || part.starts_with('.') || part.len() > 255 {
+            return None;
+        }
+        match Path::new(part).components().next() {
+            Some(Component::Normal(_)) => out.push(part),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A name with ` (n)` before its extension: `a.png` → `a (2).png`.
+pub fn numbered(name: &str, n: u32) -> String {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// Moves the finished temp file `tmp` into `dir` under `name`, or under
+/// `name (1)`, `name (2)`, … when taken; never overwrites (hard links fail
+/// on existing targets). Returns the name used.
+pub fn store_unique(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    for n in 0..10_000u32 {
+        let candidate = if n == 0 { name.to_string() } else { numbered(name, n) };
+        match std::fs::hard_link(tmp, dir.join(&candidate)) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(tmp);
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("too many files with the same name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_relative_paths_resolve_inside_the_root() {
+        let r = Path::new("/srv/u");
+        assert_eq!(safe_join(r, "a.png"), Some(PathBuf::from("/srv/u/a.png")));
+        assert_eq!(safe_join(r, "sub/a.png"), Some(PathBuf::from("/srv/u/sub/a.png")));
+    }
+
+    #[test]
+    fn escapes_and_odd_names_are_refused() {
+        let r = Path::new("/srv/u");
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", ".hidden", "a\0b", "a\\b", "a/", "a/."] {
+            assert_eq!(safe_join(r, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        assert_eq!(numbered("a.png", 1), "a (1).png");
+        assert_eq!(numbered("noext", 2), "noext (2)");
+        assert_eq!(numbered(".x", 1), ".x (1)");
+    }
+
+    #[test]
+    fn storing_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..3)
+            .map(|i| {
+                let tmp = d.path().join(format!("tmp{i}"));
+                std::fs::write(&tmp, format!("{i}")).unwrap();
+                store_unique(&tmp, &d.path().join("out"), "img.png").unwrap()
+            })
+            .collect();
+        assert_eq!(names, ["img.png", "img (1).png", "img (2).png"]);
+        assert_eq!(std::fs::read_to_string(d.path().join("out/img.png")).unwrap(), "0");
+        assert_eq!(std::fs::read_to_string(d.path().join("out/img (2).png")).unwrap(), "2");
+    }
+}

@@ -1,0 +1,110 @@
+//! The worker protocol: JSON messages on the WebSocket between a worker
+//! agent and the hub (`/worker/v1/connect`), shared by both sides so they
+//! cannot drift apart. Files travel over plain HTTP beside it (see
+//! `hub::files`).
+
+use crate::queue::{JobError, Lease, Outcome};
+use serde::{Deserialize, Serialize};
+
+/// Path of the worker WebSocket on the hub.
+pub const CONNECT_PATH: &str = "/worker/v1/connect";
+
+/// A job a worker still holds when it (re)connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub job: String,
+    pub token: u64,
+}
+
+/// Worker → hub.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMsg {
+    /// First message: who the worker is and what it can run.
+    Register {
+        worker: String,
+        /// Jobs it may hold at once (running + prefetched).
+        capacity: u32,
+        comfyui_url: String,
+        object_info_digest: String,
+        /// From ComfyUI's `/system_stats` (devices, versions), verbatim.
+        #[serde(default)]
+        system_stats: serde_json::Value,
+        /// Jobs it still holds from before a reconnect.
+        #[serde(default)]
+        holding: Vec<Held>,
+    },
+    /// The full `object_info` when the hub asked for it.
+    ObjectInfo {
+        digest: String,
+        data: serde_json::Value,
+    },
+    /// ComfyUI began executing the job.
+    Started { job: String, token: u64 },
+    /// The job is still being worked on (keeps the lease).
+    Heartbeat { job: String, token: u64 },
+    /// A ComfyUI event for the participant, already in the participant's
+    /// terms (prompt_id = job id, file names as stored on the hub).
+    Event {
+        job: String,
+        token: u64,
+        event: serde_json::Value,
+    },
+    /// A preview image (base64), with ComfyUI's metadata when it sent some.
+    Preview {
+        job: String,
+        token: u64,
+        mime: String,
+        data_b64: String,
+        #[serde(default)]
+        metadata: Option<serde_json::Value>,
+    },
+    /// The job ended.
+    Finished {
+        job: String,
+        token: u64,
+        outcome: Outcome,
+        outputs: serde_json::Value,
+        error: Option<JobError>,
+        gpu_seconds: Option<f64>,
+    },
+    /// The worker gives a job back without a result (retried elsewhere).
+    Release {
+        job: String,
+        token: u64,
+        reason: String,
+    },
+    /// The worker's ComfyUI is down (no new jobs) or back (`healthy`).
+    Health { healthy: bool, message: String },
+}
+
+/// Hub → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMsg {
+    Registered { need_object_info: bool },
+    /// A job to run.
+    Job { lease: Lease },
+    /// Stop this job (the participant or an admin cancelled it).
+    Cancel { job: String },
+    /// The lease passed to someone else: drop the job, report nothing more.
+    Stale { job: String },
+    /// A `Finished` or `Release` was recorded.
+    Ack { job: String },
+    Error { message: String },
+}
+
+impl WorkerMsg {
+    /// The job this message is about, if any.
+    pub fn job(&self) -> Option<(&str, u64)> {
+        match self {
+            WorkerMsg::Started { job, token }
+            | WorkerMsg::Heartbeat { job, token }
+            | WorkerMsg::Event { job, token, .. }
+            | WorkerMsg::Preview { job, token, .. }
+            | WorkerMsg::Finished { job, token, .. }
+            | WorkerMsg::Release { job, token, .. } => Some((job, *token)),
+            _ => None,
+        }
+    }
+}
