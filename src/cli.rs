@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
         }
         Command::Serve { .. } => run_async(serve(config)),
         Command::Frontend { .. } => not_yet("frontend"),
-        Command::Worker { .. } => not_yet("worker"),
+        Command::Worker { .. } => run_async(worker(config)),
         Command::Admin { .. } => not_yet("admin"),
         Command::Up { .. } => not_yet("up"),
     }
@@ -171,13 +171,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "hub listening");
-    systemd::ready();
-    let q = queue.clone();
-    systemd::spawn_watchdog(token.clone(), move || {
-        let q = q.clone();
-        async move { q.ping().await }
-    });
     let worker_tokens = match &config.hub.worker_tokens_file {
         Some(f) => crate::config::read_secret(f)?
             .lines()
@@ -190,6 +183,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             vec![]
         }
     };
+    // In-process workers drive remote ComfyUIs through this hub's own
+    // gateway, with a token that lives only in this process.
+    let mut worker_tokens = worker_tokens;
+    let internal_token = uuid::Uuid::new_v4().simple().to_string();
+    if !config.workers.is_empty() {
+        worker_tokens.push(internal_token.clone());
+    }
+    let hub_url = format!("http://{}", listener.local_addr()?);
+    for w in &config.workers {
+        let cfg = crate::worker::AgentConfig {
+            id: w.id.clone(),
+            comfyui_url: w.comfyui_url.clone(),
+            hub_url: hub_url.clone(),
+            token: internal_token.clone(),
+            capacity: w.capacity,
+            heartbeat: Duration::from_millis(config.worker.heartbeat_ms),
+        };
+        let t = token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::worker::run_agent(cfg, t).await {
+                tracing::error!("in-process worker: {e:#}");
+            }
+        });
+    }
     let state = hub::HubState {
         queue,
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
@@ -198,7 +215,57 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_output_bytes: config.hub.max_output_bytes,
         shutdown: token.clone(),
     };
+    tracing::info!(addr = %listener.local_addr()?, "hub listening");
+    systemd::ready();
+    let q = state.queue.clone();
+    systemd::spawn_watchdog(token.clone(), move || {
+        let q = q.clone();
+        async move { q.ping().await }
+    });
     let result = hub::run(listener, state, token).await;
     systemd::stopping();
     result
+}
+
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let token = shutdown::on_signal();
+    let w = &config.worker;
+    let token_file = w.token_file.as_ref().context(
+        "worker.token_file (--token-file) is required: the hub only accepts known workers",
+    )?;
+    let cfg = crate::worker::AgentConfig {
+        id: w.id.clone().unwrap_or_else(default_worker_id),
+        comfyui_url: w.comfyui_url.clone(),
+        hub_url: w.hub_url.clone(),
+        token: crate::config::read_secret(token_file)?,
+        capacity: w.capacity,
+        heartbeat: Duration::from_millis(w.heartbeat_ms),
+    };
+    systemd::ready();
+    let result = crate::worker::run_agent(cfg, token).await;
+    systemd::stopping();
+    result
+}
+
+/// `worker-<hostname>`, reduced to the characters worker ids allow.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(50)
+        .collect();
+    if clean.is_empty() {
+        "worker".into()
+    } else {
+        format!("worker-{clean}")
+    }
 }

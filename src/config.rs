@@ -229,6 +229,8 @@ pub struct WorkerConfig {
     pub token_file: Option<PathBuf>,
     /// Jobs held at once (running + prefetched).
     pub capacity: u32,
+    /// How often held jobs' leases are renewed (keep well under queue.lease_ms).
+    pub heartbeat_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -239,6 +241,7 @@ impl Default for WorkerConfig {
             hub_url: "http://127.0.0.1:8189".into(),
             token_file: None,
             capacity: 2,
+            heartbeat_ms: 5000,
         }
     }
 }
@@ -376,6 +379,9 @@ impl Config {
         }
         if self.worker.capacity == 0 {
             p.push("worker.capacity must be at least 1".into());
+        }
+        if self.worker.heartbeat_ms == 0 || self.worker.heartbeat_ms * 2 > self.queue.lease_ms {
+            p.push("worker.heartbeat_ms must be between 1 and half of queue.lease_ms".into());
         }
         for (i, w) in self.workers.iter().enumerate() {
             if !crate::queue::valid_name(&w.id) {

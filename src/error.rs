@@ -79,6 +79,10 @@ impl IntoResponse for AppError {
             AppError::Queue(QueueError::Refused { refusal, .. }) => refusal.as_str(),
             _ => status.canonical_reason().unwrap_or("error"),
         };
-        (status, Json(json!({"error": {"type": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"type": code, "message": message}})),
+        )
+            .into_response()
     }
 }

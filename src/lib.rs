@@ -12,3 +12,4 @@ pub mod queue;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;
+pub mod worker;

@@ -38,7 +38,11 @@ pub fn numbered(name: &str, n: u32) -> String {
 pub fn store_unique(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
     std::fs::create_dir_all(dir)?;
     for n in 0..10_000u32 {
-        let candidate = if n == 0 { name.to_string() } else { numbered(name, n) };
+        let candidate = if n == 0 {
+            name.to_string()
+        } else {
+            numbered(name, n)
+        };
         match std::fs::hard_link(tmp, dir.join(&candidate)) {
             Ok(()) => {
                 let _ = std::fs::remove_file(tmp);
@@ -59,13 +63,28 @@ mod tests {
     fn plain_relative_paths_resolve_inside_the_root() {
         let r = Path::new("/srv/u");
         assert_eq!(safe_join(r, "a.png"), Some(PathBuf::from("/srv/u/a.png")));
-        assert_eq!(safe_join(r, "sub/a.png"), Some(PathBuf::from("/srv/u/sub/a.png")));
+        assert_eq!(
+            safe_join(r, "sub/a.png"),
+            Some(PathBuf::from("/srv/u/sub/a.png"))
+        );
     }
 
     #[test]
     fn escapes_and_odd_names_are_refused() {
         let r = Path::new("/srv/u");
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", ".hidden", "a\0b", "a\\b", "a/", "a/."] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            ".hidden",
+            "a\0b",
+            "a\\b",
+            "a/",
+            "a/.",
+        ] {
             assert_eq!(safe_join(r, bad), None, "{bad:?}");
         }
     }
@@ -88,7 +107,13 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["img.png", "img (1).png", "img (2).png"]);
-        assert_eq!(std::fs::read_to_string(d.path().join("out/img.png")).unwrap(), "0");
-        assert_eq!(std::fs::read_to_string(d.path().join("out/img (2).png")).unwrap(), "2");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("out/img.png")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("out/img (2).png")).unwrap(),
+            "2"
+        );
     }
 }

@@ -82,16 +82,28 @@ pub enum WorkerMsg {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HubMsg {
-    Registered { need_object_info: bool },
+    Registered {
+        need_object_info: bool,
+    },
     /// A job to run.
-    Job { lease: Lease },
+    Job {
+        lease: Lease,
+    },
     /// Stop this job (the participant or an admin cancelled it).
-    Cancel { job: String },
+    Cancel {
+        job: String,
+    },
     /// The lease passed to someone else: drop the job, report nothing more.
-    Stale { job: String },
+    Stale {
+        job: String,
+    },
     /// A `Finished` or `Release` was recorded.
-    Ack { job: String },
-    Error { message: String },
+    Ack {
+        job: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 impl WorkerMsg {

@@ -631,12 +631,21 @@ async fn a_released_job_is_retried_at_once_and_the_old_token_is_dead() {
     let id = q.enqueue(job("user01", 1)).await.unwrap().id;
     let l = q.lease("w1").await.unwrap().unwrap();
     q.start(&id, l.token).await.unwrap();
-    assert_eq!(refusal(q.release(&id, l.token + 1, "x").await), Refusal::StaleToken);
-    assert_eq!(q.release(&id, l.token, "ComfyUI went down").await.unwrap(), Expiry::Requeued);
+    assert_eq!(
+        refusal(q.release(&id, l.token + 1, "x").await),
+        Refusal::StaleToken
+    );
+    assert_eq!(
+        q.release(&id, l.token, "ComfyUI went down").await.unwrap(),
+        Expiry::Requeued
+    );
     let j = q.job(&id).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (Status::Queued, 1));
     assert_eq!(
-        refusal(q.finish(&id, l.token, Outcome::Succeeded, &json!({}), None, None).await),
+        refusal(
+            q.finish(&id, l.token, Outcome::Succeeded, &json!({}), None, None)
+                .await
+        ),
         Refusal::StaleToken
     );
     // After the attempt limit, the reason is kept.

@@ -27,7 +27,9 @@ pub struct InputQuery {
 async fn leased_to(s: &HubState, job: &str, token: u64) -> Result<String, AppError> {
     let j = s.queue.job(job).await?.ok_or(AppError::NotFound)?;
     if j.lease_token != Some(token) || !matches!(j.status, Status::Leased | Status::Running) {
-        return Err(AppError::Conflict("the lease of this job has passed on".into()));
+        return Err(AppError::Conflict(
+            "the lease of this job has passed on".into(),
+        ));
     }
     Ok(j.participant)
 }
@@ -41,7 +43,9 @@ pub async fn get_input(
 ) -> Result<Response, AppError> {
     let u = leased_to(&s, &job, q.token).await?;
     let path = safe_join(&s.user_dir(&u).join("input"), &q.name).ok_or(AppError::NotFound)?;
-    let file = tokio::fs::File::open(&path).await.map_err(|_| AppError::NotFound)?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| AppError::NotFound)?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok(Response::new(body))
 }
@@ -74,12 +78,15 @@ pub async fn put_output(
     let dir = if q.subfolder.is_empty() {
         root.clone()
     } else {
-        safe_join(&root, &q.subfolder).ok_or_else(|| AppError::BadRequest("bad subfolder".into()))?
+        safe_join(&root, &q.subfolder)
+            .ok_or_else(|| AppError::BadRequest("bad subfolder".into()))?
     };
     if safe_join(&dir, &q.filename).is_none() || q.filename.contains('/') {
         return Err(AppError::BadRequest("bad filename".into()));
     }
-    tokio::fs::create_dir_all(&dir).await.map_err(AppError::internal)?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(AppError::internal)?;
     let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4()));
     let written = write_limited(&tmp, body, s.max_output_bytes).await;
     if let Err(e) = written {
@@ -94,18 +101,24 @@ pub async fn put_output(
             let _ = std::fs::remove_file(&tmp);
             AppError::internal(e)
         })?;
-    Ok(Json(json!({"filename": stored, "subfolder": q.subfolder, "type": q.kind})))
+    Ok(Json(
+        json!({"filename": stored, "subfolder": q.subfolder, "type": q.kind}),
+    ))
 }
 
 async fn write_limited(path: &std::path::Path, body: Body, limit: u64) -> Result<(), AppError> {
-    let mut file = tokio::fs::File::create(path).await.map_err(AppError::internal)?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(AppError::internal)?;
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| AppError::BadRequest(format!("upload broke off: {e}")))?;
         total += chunk.len() as u64;
         if total > limit {
-            return Err(AppError::TooLarge(format!("the file is larger than {limit} bytes")));
+            return Err(AppError::TooLarge(format!(
+                "the file is larger than {limit} bytes"
+            )));
         }
         file.write_all(&chunk).await.map_err(AppError::internal)?;
     }

@@ -47,7 +47,12 @@ async fn session(socket: WebSocket, s: HubState) {
     });
 
     let first = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
-    let Some(reg) = first.ok().flatten().and_then(|m| m.ok()).and_then(|m| parse(&m)) else {
+    let Some(reg) = first
+        .ok()
+        .flatten()
+        .and_then(|m| m.ok())
+        .and_then(|m| parse(&m))
+    else {
         let _ = tx
             .send(HubMsg::Error {
                 message: "expected a register message first".into(),
@@ -81,7 +86,11 @@ async fn session(socket: WebSocket, s: HubState) {
     }
     let q = s.queue.clone();
     let need = !matches!(q.object_info(&object_info_digest).await, Ok(Some(_)));
-    let _ = tx.send(HubMsg::Registered { need_object_info: need }).await;
+    let _ = tx
+        .send(HubMsg::Registered {
+            need_object_info: need,
+        })
+        .await;
     let info = json!({
         "id": worker, "capacity": capacity, "comfyui_url": comfyui_url,
         "object_info_digest": object_info_digest, "system_stats": system_stats,
@@ -164,9 +173,10 @@ async fn feed(
         if room {
             match q.lease(&worker).await {
                 Ok(Some(lease)) => {
-                    held.lock()
-                        .unwrap()
-                        .insert(lease.job_id.clone(), (lease.token, lease.participant.clone()));
+                    held.lock().unwrap().insert(
+                        lease.job_id.clone(),
+                        (lease.token, lease.participant.clone()),
+                    );
                     tracing::info!(%worker, job = %lease.job_id, "job leased");
                     if tx.send(HubMsg::Job { lease }).await.is_err() {
                         return;
@@ -212,7 +222,10 @@ async fn handle(
                 tracing::warn!(%worker, "storing object_info: {e}");
             }
         }
-        WorkerMsg::Health { healthy: h, message } => {
+        WorkerMsg::Health {
+            healthy: h,
+            message,
+        } => {
             healthy.store(h, Ordering::Relaxed);
             tracing::warn!(%worker, healthy = h, "{message}");
             if h {

@@ -520,7 +520,12 @@ impl Queue {
     /// Hands a job back without a result (the worker's ComfyUI is down, the
     /// worker is stopping): retried at once, or failed after the attempt
     /// limit with `reason`.
-    pub async fn release(&self, job_id: &str, token: u64, reason: &str) -> Result<Expiry, QueueError> {
+    pub async fn release(
+        &self,
+        job_id: &str,
+        token: u64,
+        reason: &str,
+    ) -> Result<Expiry, QueueError> {
         check_id(job_id)?;
         let s = &self.settings;
         let r = self

@@ -2,6 +2,8 @@
 //! with `appendfsync always`), and a queue on a unique key prefix.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use comfy_multi::queue::{Queue, QueueSettings};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

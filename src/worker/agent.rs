@@ -1,0 +1,303 @@
+//! The worker agent: drives one ComfyUI for the hub. Keeps one socket to
+//! ComfyUI (events) and one to the hub (jobs in, events and results out),
+//! reconnecting to either with backoff; runs up to `capacity` jobs at once
+//! (the next job already waits inside ComfyUI's queue when one ends);
+//! heartbeats every held job; keeps results it could not deliver until the
+//! hub acknowledges them.
+
+use super::comfyui::ComfyClient;
+use super::events::Dispatcher;
+use super::hub_client::{HubClient, HubSocket};
+use super::prompt::object_info_digest;
+use super::run::{self, JobCtx};
+use crate::protocol::{Held, HubMsg, WorkerMsg};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// How one agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub id: String,
+    pub comfyui_url: String,
+    pub hub_url: String,
+    pub token: String,
+    pub capacity: u32,
+    pub heartbeat: Duration,
+}
+
+/// The agent's memory of its jobs, kept across hub reconnects.
+#[derive(Default)]
+struct Jobs {
+    /// Held jobs: id → (fencing token, cancel switch).
+    held: HashMap<String, (u64, CancellationToken)>,
+    /// Results not yet acknowledged by the hub.
+    outbox: HashMap<String, WorkerMsg>,
+    /// Jobs whose lease passed on: their results are dropped.
+    stale: HashSet<String>,
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let comfy = Arc::new(ComfyClient::new(
+        &cfg.comfyui_url,
+        &format!("comfy-multi-{}", cfg.id),
+    )?);
+    let hub = HubClient::new(&cfg.hub_url, &cfg.token);
+    let events = Dispatcher::default();
+    tokio::spawn(events.clone().run(comfy.clone(), shutdown.clone()));
+    let Some((object_info, stats)) = wait_for_comfyui(&comfy, &shutdown).await else {
+        return Ok(());
+    };
+    let digest = object_info_digest(&object_info);
+    let (out_tx, mut out_rx) = mpsc::channel::<WorkerMsg>(1024);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<WorkerMsg>();
+    let ctx = Arc::new(JobCtx {
+        comfy: comfy.clone(),
+        hub: hub.clone(),
+        events: events.clone(),
+        object_info: Arc::new(object_info.clone()),
+        out: out_tx,
+    });
+    let mut jobs = Jobs::default();
+    let mut backoff = Duration::from_millis(200);
+    tracing::info!(worker = %cfg.id, comfyui = %cfg.comfyui_url, hub = %cfg.hub_url, "worker agent started");
+
+    while !shutdown.is_cancelled() {
+        let ws = match hub.connect().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::warn!("hub: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let session = Session {
+            cfg: &cfg,
+            ctx: &ctx,
+            digest: &digest,
+            object_info: &object_info,
+            stats: &stats,
+        };
+        if let Err(e) = session
+            .serve(
+                ws,
+                &mut jobs,
+                &mut out_rx,
+                &mut done_tx.clone(),
+                &mut done_rx,
+                &shutdown,
+            )
+            .await
+        {
+            tracing::warn!("hub connection lost: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until ComfyUI answers; returns its object_info and system_stats.
+async fn wait_for_comfyui(
+    comfy: &ComfyClient,
+    shutdown: &CancellationToken,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    let mut warned = false;
+    loop {
+        match comfy.object_info().await {
+            Ok(info) => {
+                let stats = comfy.system_stats().await.unwrap_or_default();
+                return Some((info, stats));
+            }
+            Err(e) if !warned => {
+                tracing::warn!("waiting for ComfyUI: {e}");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+struct Session<'a> {
+    cfg: &'a AgentConfig,
+    ctx: &'a Arc<JobCtx>,
+    digest: &'a str,
+    object_info: &'a serde_json::Value,
+    stats: &'a serde_json::Value,
+}
+
+async fn send(ws: &mut HubSocket, msg: &WorkerMsg) -> anyhow::Result<()> {
+    ws.send(Message::Text(serde_json::to_string(msg)?.into()))
+        .await?;
+    Ok(())
+}
+
+impl Session<'_> {
+    /// One hub connection: register, then pass messages until it drops.
+    async fn serve(
+        &self,
+        mut ws: HubSocket,
+        jobs: &mut Jobs,
+        out_rx: &mut mpsc::Receiver<WorkerMsg>,
+        done_tx: &mut mpsc::UnboundedSender<WorkerMsg>,
+        done_rx: &mut mpsc::UnboundedReceiver<WorkerMsg>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let holding = jobs
+            .held
+            .iter()
+            .map(|(job, (token, _))| Held {
+                job: job.clone(),
+                token: *token,
+            })
+            .collect();
+        send(
+            &mut ws,
+            &WorkerMsg::Register {
+                worker: self.cfg.id.clone(),
+                capacity: self.cfg.capacity,
+                comfyui_url: self.cfg.comfyui_url.clone(),
+                object_info_digest: self.digest.to_string(),
+                system_stats: self.stats.clone(),
+                holding,
+            },
+        )
+        .await?;
+        for msg in jobs.outbox.values() {
+            send(&mut ws, msg).await?;
+        }
+        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        let mut health = tokio::time::interval(Duration::from_secs(1));
+        let mut healthy = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.give_back(&mut ws, jobs).await;
+                    return Ok(());
+                }
+                m = ws.next() => {
+                    let Some(m) = m else { anyhow::bail!("closed by the hub") };
+                    let m = m?;
+                    let Message::Text(text) = m else { continue };
+                    let Ok(msg) = serde_json::from_str::<HubMsg>(&text) else {
+                        tracing::warn!("unreadable hub message");
+                        continue;
+                    };
+                    self.on_hub(msg, &mut ws, jobs, done_tx).await?;
+                }
+                Some(msg) = out_rx.recv() => {
+                    let stale = msg.job().is_some_and(|(j, _)| jobs.stale.contains(j) || !jobs.held.contains_key(j));
+                    if !stale {
+                        send(&mut ws, &msg).await?;
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    let Some((job, _)) = done.job() else { continue };
+                    let job = job.to_string();
+                    if jobs.stale.remove(&job) {
+                        jobs.held.remove(&job);
+                        continue;
+                    }
+                    jobs.outbox.insert(job.clone(), done.clone());
+                    send(&mut ws, &done).await?;
+                }
+                _ = beat.tick() => {
+                    for (job, (token, _)) in &jobs.held {
+                        if !jobs.outbox.contains_key(job) {
+                            send(&mut ws, &WorkerMsg::Heartbeat { job: job.clone(), token: *token }).await?;
+                        }
+                    }
+                }
+                _ = health.tick() => {
+                    let up = self.ctx.events.is_connected();
+                    if up != healthy {
+                        healthy = up;
+                        let message = if up { "ComfyUI is back".to_string() } else { "ComfyUI is unreachable".to_string() };
+                        send(&mut ws, &WorkerMsg::Health { healthy: up, message }).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_hub(
+        &self,
+        msg: HubMsg,
+        ws: &mut HubSocket,
+        jobs: &mut Jobs,
+        done_tx: &mpsc::UnboundedSender<WorkerMsg>,
+    ) -> anyhow::Result<()> {
+        match msg {
+            HubMsg::Registered { need_object_info } => {
+                if need_object_info {
+                    send(
+                        ws,
+                        &WorkerMsg::ObjectInfo {
+                            digest: self.digest.to_string(),
+                            data: self.object_info.clone(),
+                        },
+                    )
+                    .await?;
+                }
+            }
+            HubMsg::Job { lease } => {
+                let cancel = CancellationToken::new();
+                tracing::info!(job = %lease.job_id, attempts = lease.attempts, "job received");
+                jobs.held
+                    .insert(lease.job_id.clone(), (lease.token, cancel.clone()));
+                let (ctx, done) = (self.ctx.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let result = run::run(ctx, lease, cancel).await;
+                    let _ = done.send(result);
+                });
+            }
+            HubMsg::Cancel { job } => {
+                if let Some((_, c)) = jobs.held.get(&job) {
+                    tracing::info!(%job, "cancel requested");
+                    c.cancel();
+                }
+            }
+            HubMsg::Stale { job } => {
+                tracing::warn!(%job, "lease passed on; dropping the job");
+                if let Some((_, c)) = jobs.held.remove(&job) {
+                    c.cancel();
+                    if jobs.outbox.remove(&job).is_none() {
+                        jobs.stale.insert(job);
+                    }
+                }
+            }
+            HubMsg::Ack { job } => {
+                jobs.outbox.remove(&job);
+                jobs.held.remove(&job);
+            }
+            HubMsg::Error { message } => tracing::warn!("hub: {message}"),
+        }
+        Ok(())
+    }
+
+    /// On shutdown: unfinished jobs go back to the queue at once.
+    async fn give_back(&self, ws: &mut HubSocket, jobs: &mut Jobs) {
+        for (job, (token, cancel)) in &jobs.held {
+            cancel.cancel();
+            let msg = jobs.outbox.get(job).cloned().unwrap_or(WorkerMsg::Release {
+                job: job.clone(),
+                token: *token,
+                reason: "the worker shut down".into(),
+            });
+            let _ = send(ws, &msg).await;
+        }
+        let _ = ws.close(None).await;
+    }
+}

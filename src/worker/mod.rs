@@ -1,0 +1,11 @@
+//! `comfy-multi worker`: the agent that drives one real ComfyUI for the hub
+//! (also run inside the hub for `[[workers]]` entries).
+
+pub mod agent;
+pub mod comfyui;
+mod events;
+pub mod hub_client;
+pub mod prompt;
+mod run;
+
+pub use agent::{run as run_agent, AgentConfig};

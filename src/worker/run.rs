@@ -1,0 +1,344 @@
+//! Runs one leased job on the agent's ComfyUI: uploads the participant's
+//! input files into a per-job subfolder, namespaces outputs per job,
+//! submits, translates ComfyUI's events (both protocol generations) into
+//! the participant's events, copies every output file to the hub before
+//! forwarding `executed`, and ends with a result for the hub.
+
+use super::comfyui::{file_refs, rewrite_file_refs, ComfyClient, ComfyEvent, FileRef, SubmitError};
+use super::events::Dispatcher;
+use super::hub_client::HubClient;
+use super::prompt;
+use crate::protocol::WorkerMsg;
+use crate::queue::{JobError, Lease, Outcome};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a job task needs from its agent.
+pub struct JobCtx {
+    pub comfy: Arc<ComfyClient>,
+    pub hub: HubClient,
+    pub events: Dispatcher,
+    pub object_info: Arc<Value>,
+    /// Messages for the hub (events, started; best-effort).
+    pub out: mpsc::Sender<WorkerMsg>,
+}
+
+/// Why a job ended without a result of its own.
+enum Abort {
+    /// Give it back: something on the worker's side broke.
+    Release(String),
+    /// The participant's job itself is at fault.
+    Fail(JobError),
+}
+
+fn fail(kind: &str, message: impl Into<String>, details: Value) -> Abort {
+    Abort::Fail(JobError {
+        kind: kind.into(),
+        message: message.into(),
+        details,
+    })
+}
+
+/// Runs the job to its end; answers the final message (`Finished` or
+/// `Release`). `cancel` fires when the hub passes on a cancel.
+pub async fn run(ctx: Arc<JobCtx>, lease: Lease, cancel: CancellationToken) -> WorkerMsg {
+    let job = lease.job_id.clone();
+    let token = lease.token;
+    match execute(&ctx, &lease, &cancel).await {
+        Ok((outcome, outputs, error, gpu_seconds)) => WorkerMsg::Finished {
+            job,
+            token,
+            outcome,
+            outputs,
+            error,
+            gpu_seconds,
+        },
+        Err(Abort::Fail(e)) => WorkerMsg::Finished {
+            job,
+            token,
+            outcome: Outcome::Failed,
+            outputs: json!({}),
+            error: Some(e),
+            gpu_seconds: None,
+        },
+        Err(Abort::Release(reason)) => WorkerMsg::Release { job, token, reason },
+    }
+}
+
+type Ended = (Outcome, Value, Option<JobError>, Option<f64>);
+
+async fn execute(ctx: &JobCtx, lease: &Lease, cancel: &CancellationToken) -> Result<Ended, Abort> {
+    let job = lease.job_id.as_str();
+    let sub = format!("cm-{job}");
+    let mut p = lease.prompt.clone();
+
+    // 1. Inputs: the participant's files, uploaded under the job's subfolder.
+    let refs = prompt::input_files(&p, &ctx.object_info);
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    for r in &refs {
+        if renamed.contains_key(&r.name) {
+            continue;
+        }
+        let plain = r.name.trim_end_matches(" [input]");
+        let data = ctx
+            .hub
+            .input(job, lease.token, plain)
+            .await
+            .map_err(|e| match e {
+                super::hub_client::HubError::Refused { status: 404, .. } => fail(
+                    "input_missing",
+                    format!("input file {plain:?} not found"),
+                    json!({"node_id": r.node}),
+                ),
+                other => Abort::Release(format!("cannot fetch input {plain:?}: {other}")),
+            })?;
+        let base = plain.rsplit('/').next().unwrap_or(plain).to_string();
+        let up = ctx
+            .comfy
+            .upload_image(data, &base, &sub, true)
+            .await
+            .map_err(|e| Abort::Release(format!("ComfyUI upload failed: {e}")))?;
+        renamed.insert(r.name.clone(), up.filename);
+    }
+    prompt::rewrite_inputs(&mut p, &refs, &sub, &|n| {
+        renamed.get(n).cloned().unwrap_or_else(|| n.to_string())
+    });
+    // 2. Outputs land in a per-job subfolder on the worker.
+    prompt::namespace_outputs(&mut p, &sub);
+
+    // 3. Submit under the job's id (older ComfyUI picks its own).
+    let mut events = ctx.events.route(job);
+    let submitted = ctx.comfy.submit(&p, job, &lease.extra).await;
+    let pid = match submitted {
+        Ok(s) => s.prompt_id,
+        Err(SubmitError::Rejected { error, node_errors }) => {
+            ctx.events.unroute(&[job]);
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("ComfyUI refused the prompt")
+                .to_string();
+            let kind = error
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("prompt_rejected")
+                .to_string();
+            return Err(fail(
+                &kind,
+                message,
+                json!({"error": error, "node_errors": node_errors}),
+            ));
+        }
+        Err(SubmitError::Unavailable(m)) => {
+            ctx.events.unroute(&[job]);
+            return Err(Abort::Release(format!("ComfyUI unavailable: {m}")));
+        }
+    };
+    ctx.events.alias(job, &pid);
+    let result = follow(ctx, lease, &pid, &sub, &mut events, cancel).await;
+    ctx.events.unroute(&[job, &pid]);
+    result
+}
+
+/// Follows the prompt's events to its end.
+async fn follow(
+    ctx: &JobCtx,
+    lease: &Lease,
+    pid: &str,
+    sub: &str,
+    events: &mut mpsc::UnboundedReceiver<ComfyEvent>,
+    cancel: &CancellationToken,
+) -> Result<Ended, Abort> {
+    let job = lease.job_id.as_str();
+    let mut outputs = Map::new();
+    let mut started: Option<Instant> = None;
+    let mut cancelling = false;
+    let emit = |event: Value| {
+        let _ = ctx.out.try_send(WorkerMsg::Event {
+            job: job.to_string(),
+            token: lease.token,
+            event,
+        });
+    };
+    let data = |mut v: Value| {
+        v["prompt_id"] = json!(job);
+        v
+    };
+    loop {
+        let e = tokio::select! {
+            e = events.recv() => e,
+            _ = cancel.cancelled(), if !cancelling => {
+                cancelling = true;
+                if started.is_some() {
+                    let _ = ctx.comfy.interrupt(Some(pid)).await;
+                } else {
+                    let _ = ctx.comfy.delete_queued(&[pid.to_string()]).await;
+                    // If it was still queued inside ComfyUI, it is gone now.
+                    if !ctx.comfy.queue().await.map(|q| q.running.iter().any(|r| r == pid)).unwrap_or(false) {
+                        emit(json!({"type": "execution_interrupted", "data": data(json!({"node_id": null, "node_type": null, "executed": []}))}));
+                        return Ok((Outcome::Cancelled, json!({}), None, None));
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(e) = e else {
+            return Err(Abort::Release(
+                "lost the connection to ComfyUI mid-job".into(),
+            ));
+        };
+        let gpu = || started.map(|t| t.elapsed().as_secs_f64());
+        match e {
+            ComfyEvent::ExecutionStart { .. } => {
+                started = Some(Instant::now());
+                let _ = ctx
+                    .out
+                    .send(WorkerMsg::Started {
+                        job: job.into(),
+                        token: lease.token,
+                    })
+                    .await;
+                emit(
+                    json!({"type": "execution_start", "data": data(json!({"timestamp": now_ms()}))}),
+                );
+            }
+            ComfyEvent::ExecutionCached { nodes, .. } => emit(
+                json!({"type": "execution_cached", "data": data(json!({"nodes": nodes, "timestamp": now_ms()}))}),
+            ),
+            ComfyEvent::Executing {
+                node: Some(node), ..
+            } => emit(
+                json!({"type": "executing", "data": data(json!({"node": node, "display_node": node}))}),
+            ),
+            ComfyEvent::Progress {
+                node, value, max, ..
+            } => emit(
+                json!({"type": "progress", "data": data(json!({"value": value, "max": max, "node": node}))}),
+            ),
+            ComfyEvent::ProgressState { nodes, .. } => {
+                emit(json!({"type": "progress_state", "data": data(json!({"nodes": nodes}))}))
+            }
+            ComfyEvent::Executed {
+                node, mut output, ..
+            } => {
+                copy_outputs(ctx, lease, sub, &mut output).await?;
+                outputs.insert(node.clone(), output.clone());
+                emit(
+                    json!({"type": "executed", "data": data(json!({"node": node, "display_node": node, "output": output}))}),
+                );
+            }
+            ComfyEvent::Preview {
+                mime,
+                image,
+                metadata,
+            } => {
+                let _ = ctx.out.try_send(WorkerMsg::Preview {
+                    job: job.into(),
+                    token: lease.token,
+                    mime,
+                    data_b64: base64::engine::general_purpose::STANDARD.encode(&image),
+                    metadata: metadata.map(data),
+                });
+            }
+            ComfyEvent::ExecutionSuccess { .. } | ComfyEvent::Executing { node: None, .. } => {
+                if cancelling {
+                    // Finished before the interrupt landed: keep the result.
+                }
+                add_cached_outputs(ctx, lease, pid, sub, &mut outputs).await?;
+                emit(
+                    json!({"type": "execution_success", "data": data(json!({"timestamp": now_ms()}))}),
+                );
+                return Ok((Outcome::Succeeded, Value::Object(outputs), None, gpu()));
+            }
+            ComfyEvent::ExecutionError { data: d, .. } => {
+                emit(json!({"type": "execution_error", "data": data(d.clone())}));
+                let message = d
+                    .get("exception_message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the workflow failed")
+                    .trim()
+                    .to_string();
+                let err = JobError {
+                    kind: "execution_error".into(),
+                    message,
+                    details: d,
+                };
+                return Ok((Outcome::Failed, Value::Object(outputs), Some(err), gpu()));
+            }
+            ComfyEvent::ExecutionInterrupted { data: d, .. } => {
+                emit(json!({"type": "execution_interrupted", "data": data(d)}));
+                return Ok((Outcome::Cancelled, Value::Object(outputs), None, gpu()));
+            }
+            ComfyEvent::Status { .. } | ComfyEvent::Other { .. } => {}
+        }
+    }
+}
+
+/// Copies every file an output names to the hub and rewrites the output to
+/// the stored names (the participant never sees the worker's paths).
+async fn copy_outputs(
+    ctx: &JobCtx,
+    lease: &Lease,
+    sub: &str,
+    output: &mut Value,
+) -> Result<(), Abort> {
+    let mut stored: HashMap<FileRef, FileRef> = HashMap::new();
+    for f in file_refs(output) {
+        if stored.contains_key(&f) {
+            continue;
+        }
+        let data = ctx.comfy.view(&f).await.map_err(|e| {
+            Abort::Release(format!(
+                "cannot read output {} from ComfyUI: {e}",
+                f.filename
+            ))
+        })?;
+        let target = prompt::strip_job_prefix(&f, sub);
+        let s = ctx
+            .hub
+            .output(&lease.job_id, lease.token, &target, data)
+            .await
+            .map_err(|e| Abort::Release(format!("cannot store output {}: {e}", f.filename)))?;
+        stored.insert(f, s);
+    }
+    rewrite_file_refs(output, &|f| stored.get(f).cloned());
+    Ok(())
+}
+
+/// Outputs of nodes ComfyUI answered from its cache never come as
+/// `executed` events: take them from the history entry.
+async fn add_cached_outputs(
+    ctx: &JobCtx,
+    lease: &Lease,
+    pid: &str,
+    sub: &str,
+    outputs: &mut Map<String, Value>,
+) -> Result<(), Abort> {
+    let Ok(Some(entry)) = ctx.comfy.history(pid).await else {
+        return Ok(());
+    };
+    let Some(all) = entry.get("outputs").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (node, output) in all {
+        if outputs.contains_key(node) {
+            continue;
+        }
+        let mut output = output.clone();
+        copy_outputs(ctx, lease, sub, &mut output).await?;
+        outputs.insert(node.clone(), output);
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

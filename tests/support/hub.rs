@@ -1,0 +1,57 @@
+//! A real hub on a free port (in this process), on a fresh queue prefix and
+//! a temp state dir, with one worker token; stopped when dropped.
+
+use super::{unique_prefix, RedisServer};
+use comfy_multi::hub::{self, HubState};
+use comfy_multi::queue::{Queue, QueueSettings};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const WORKER_TOKEN: &str = "test-worker-token-0123456789";
+
+pub struct TestHub {
+    pub url: String,
+    pub queue: Queue,
+    pub state: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+}
+
+impl TestHub {
+    pub async fn spawn(redis: &RedisServer, settings: QueueSettings) -> TestHub {
+        let queue = Queue::connect(&redis.url(), &unique_prefix(), settings)
+            .await
+            .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let s = HubState {
+            queue: queue.clone(),
+            reap_interval: Duration::from_millis(200),
+            state_dir: state.path().to_path_buf(),
+            worker_tokens: Arc::new(vec![WORKER_TOKEN.to_string()]),
+            max_output_bytes: 64 << 20,
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(hub::run(listener, s, shutdown.clone()));
+        TestHub {
+            url,
+            queue,
+            state,
+            shutdown,
+        }
+    }
+
+    /// A participant's folder of one kind (`input`, `output`, `temp`).
+    pub fn dir(&self, participant: &str, kind: &str) -> PathBuf {
+        self.state.path().join("users").join(participant).join(kind)
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
