@@ -197,3 +197,34 @@ async fn a_frozen_workers_late_result_is_refused_and_the_rerun_stands() {
     let j = wait_for(&hub, &next, 60, "next job", |j| j.status.is_terminal()).await;
     assert_eq!(j.status, Status::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_comfyui_dies_mid_job_the_job_is_retried_and_finishes_after_it_returns() {
+    let redis = RedisServer::start();
+    let comfy = ComfyUi::start();
+    let hub = TestHub::spawn(&redis, settings()).await;
+    let _w = Worker::spawn("gpu0", &comfy, &hub);
+    let id = hub
+        .queue
+        .enqueue(sleep_job("user01", 4.0, 21))
+        .await
+        .unwrap()
+        .id;
+    wait_for(&hub, &id, 60, "running", |j| j.status == Status::Running).await;
+    comfy.crash();
+    // Handed back at once (not after the lease), and not burnt on a dead ComfyUI.
+    let back = wait_for(&hub, &id, 10, "requeued", |j| j.status == Status::Queued).await;
+    assert_eq!(back.attempts, 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = hub.queue.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        waiting.status,
+        Status::Queued,
+        "not given to a worker without ComfyUI: {waiting:?}"
+    );
+    assert!(waiting.attempts <= 2, "{waiting:?}");
+    let _comfy = comfy.restart();
+    let done = wait_for(&hub, &id, 90, "finished", |j| j.status.is_terminal()).await;
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    assert_eq!(output_files(&hub, "user01").len(), 1);
+}

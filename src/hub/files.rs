@@ -20,7 +20,14 @@ use tokio::io::AsyncWriteExt;
 #[derive(Deserialize)]
 pub struct InputQuery {
     token: u64,
+    /// input (default), output or temp: loaders may read earlier outputs.
+    #[serde(default = "input_folder")]
+    folder: String,
     name: String,
+}
+
+fn input_folder() -> String {
+    "input".into()
 }
 
 /// The participant of a job whose current lease has `token`.
@@ -34,15 +41,21 @@ async fn leased_to(s: &HubState, job: &str, token: u64) -> Result<String, AppErr
     Ok(j.participant)
 }
 
-/// `GET /worker/v1/jobs/{job}/input?token=&name=`: one input file.
+/// `GET /worker/v1/jobs/{job}/input?token=&folder=&name=`: one file of the
+/// job's participant that the prompt loads.
 pub async fn get_input(
     _: WorkerAuth,
     State(s): State<HubState>,
     Path(job): Path<String>,
     Query(q): Query<InputQuery>,
 ) -> Result<Response, AppError> {
+    if !matches!(q.folder.as_str(), "input" | "output" | "temp") {
+        return Err(AppError::BadRequest(
+            "folder must be input, output or temp".into(),
+        ));
+    }
     let u = leased_to(&s, &job, q.token).await?;
-    let path = safe_join(&s.user_dir(&u).join("input"), &q.name).ok_or(AppError::NotFound)?;
+    let path = safe_join(&s.user_dir(&u).join(&q.folder), &q.name).ok_or(AppError::NotFound)?;
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| AppError::NotFound)?;

@@ -33,6 +33,11 @@ pub async fn connect(_: WorkerAuth, State(s): State<HubState>, ws: WebSocketUpgr
 
 /// Jobs this connection holds: job → (token, participant).
 type Held = Arc<Mutex<HashMap<String, (u64, String)>>>;
+/// No new jobs for this worker before this instant (set when it gives a
+/// job back: something on its side is wrong, so don't burn the job's
+/// attempts on it while its health report is on the way).
+type Cooldown = Arc<Mutex<Option<std::time::Instant>>>;
+const COOLDOWN: Duration = Duration::from_secs(3);
 
 async fn session(socket: WebSocket, s: HubState) {
     let (mut sink, mut stream) = socket.split();
@@ -112,6 +117,7 @@ async fn session(socket: WebSocket, s: HubState) {
         }
     }
     let healthy = Arc::new(AtomicBool::new(true));
+    let cooldown: Cooldown = Arc::default();
     let wake = Arc::new(Notify::new());
     let feeder = tokio::spawn(feed(
         q.clone(),
@@ -119,6 +125,7 @@ async fn session(socket: WebSocket, s: HubState) {
         capacity as usize,
         held.clone(),
         healthy.clone(),
+        cooldown.clone(),
         wake.clone(),
         tx.clone(),
         s.shutdown.clone(),
@@ -134,6 +141,9 @@ async fn session(socket: WebSocket, s: HubState) {
             break;
         }
         let Some(msg) = parse(&msg) else { continue };
+        if matches!(msg, WorkerMsg::Release { .. }) {
+            *cooldown.lock().unwrap() = Some(std::time::Instant::now() + COOLDOWN);
+        }
         handle(&q, &worker, msg, &held, &healthy, &wake, &tx).await;
     }
     feeder.abort();
@@ -164,12 +174,18 @@ async fn feed(
     capacity: usize,
     held: Held,
     healthy: Arc<AtomicBool>,
+    cooldown: Cooldown,
     wake: Arc<Notify>,
     tx: mpsc::Sender<HubMsg>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        let room = healthy.load(Ordering::Relaxed) && held.lock().unwrap().len() < capacity;
+        let cooling = cooldown
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t > std::time::Instant::now());
+        let room =
+            !cooling && healthy.load(Ordering::Relaxed) && held.lock().unwrap().len() < capacity;
         if room {
             match q.lease(&worker).await {
                 Ok(Some(lease)) => {

@@ -54,8 +54,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         return Ok(());
     };
     let digest = object_info_digest(&object_info);
+    // One ordered channel from the job tasks: a job's events always reach
+    // the hub before its result.
     let (out_tx, mut out_rx) = mpsc::channel::<WorkerMsg>(1024);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<WorkerMsg>();
     let ctx = Arc::new(JobCtx {
         comfy: comfy.clone(),
         hub: hub.clone(),
@@ -88,17 +89,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             object_info: &object_info,
             stats: &stats,
         };
-        if let Err(e) = session
-            .serve(
-                ws,
-                &mut jobs,
-                &mut out_rx,
-                &mut done_tx.clone(),
-                &mut done_rx,
-                &shutdown,
-            )
-            .await
-        {
+        if let Err(e) = session.serve(ws, &mut jobs, &mut out_rx, &shutdown).await {
             tracing::warn!("hub connection lost: {e}");
         }
     }
@@ -151,8 +142,6 @@ impl Session<'_> {
         mut ws: HubSocket,
         jobs: &mut Jobs,
         out_rx: &mut mpsc::Receiver<WorkerMsg>,
-        done_tx: &mut mpsc::UnboundedSender<WorkerMsg>,
-        done_rx: &mut mpsc::UnboundedReceiver<WorkerMsg>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let holding = jobs
@@ -195,23 +184,21 @@ impl Session<'_> {
                         tracing::warn!("unreadable hub message");
                         continue;
                     };
-                    self.on_hub(msg, &mut ws, jobs, done_tx).await?;
+                    self.on_hub(msg, &mut ws, jobs).await?;
                 }
                 Some(msg) = out_rx.recv() => {
-                    let stale = msg.job().is_some_and(|(j, _)| jobs.stale.contains(j) || !jobs.held.contains_key(j));
-                    if !stale {
+                    let Some((job, _)) = msg.job() else { continue };
+                    let job = job.to_string();
+                    if matches!(msg, WorkerMsg::Finished { .. } | WorkerMsg::Release { .. }) {
+                        if jobs.stale.remove(&job) {
+                            jobs.held.remove(&job);
+                            continue;
+                        }
+                        jobs.outbox.insert(job, msg.clone());
+                        send(&mut ws, &msg).await?;
+                    } else if jobs.held.contains_key(&job) && !jobs.stale.contains(&job) {
                         send(&mut ws, &msg).await?;
                     }
-                }
-                Some(done) = done_rx.recv() => {
-                    let Some((job, _)) = done.job() else { continue };
-                    let job = job.to_string();
-                    if jobs.stale.remove(&job) {
-                        jobs.held.remove(&job);
-                        continue;
-                    }
-                    jobs.outbox.insert(job.clone(), done.clone());
-                    send(&mut ws, &done).await?;
                 }
                 _ = beat.tick() => {
                     for (job, (token, _)) in &jobs.held {
@@ -232,13 +219,7 @@ impl Session<'_> {
         }
     }
 
-    async fn on_hub(
-        &self,
-        msg: HubMsg,
-        ws: &mut HubSocket,
-        jobs: &mut Jobs,
-        done_tx: &mpsc::UnboundedSender<WorkerMsg>,
-    ) -> anyhow::Result<()> {
+    async fn on_hub(&self, msg: HubMsg, ws: &mut HubSocket, jobs: &mut Jobs) -> anyhow::Result<()> {
         match msg {
             HubMsg::Registered { need_object_info } => {
                 if need_object_info {
@@ -253,14 +234,29 @@ impl Session<'_> {
                 }
             }
             HubMsg::Job { lease } => {
+                if !self.ctx.events.is_connected() {
+                    // ComfyUI is down: hand it straight back.
+                    let msg = WorkerMsg::Release {
+                        job: lease.job_id.clone(),
+                        token: lease.token,
+                        reason: "the worker's ComfyUI is unreachable".into(),
+                    };
+                    jobs.held.insert(
+                        lease.job_id.clone(),
+                        (lease.token, CancellationToken::new()),
+                    );
+                    jobs.outbox.insert(lease.job_id, msg.clone());
+                    return send(ws, &msg).await;
+                }
                 let cancel = CancellationToken::new();
                 tracing::info!(job = %lease.job_id, attempts = lease.attempts, "job received");
                 jobs.held
                     .insert(lease.job_id.clone(), (lease.token, cancel.clone()));
-                let (ctx, done) = (self.ctx.clone(), done_tx.clone());
+                let ctx = self.ctx.clone();
                 tokio::spawn(async move {
+                    let out = ctx.out.clone();
                     let result = run::run(ctx, lease, cancel).await;
-                    let _ = done.send(result);
+                    let _ = out.send(result).await;
                 });
             }
             HubMsg::Cancel { job } => {

@@ -82,12 +82,22 @@ impl HubClient {
         }
     }
 
-    /// One input file of the job's participant.
-    pub async fn input(&self, job: &str, token: u64, name: &str) -> Result<Bytes, HubError> {
+    /// One file of the job's participant (`folder`: input, output or temp).
+    pub async fn input(
+        &self,
+        job: &str,
+        token: u64,
+        folder: &str,
+        name: &str,
+    ) -> Result<Bytes, HubError> {
         let resp = self
             .http
             .get(format!("{}/worker/v1/jobs/{job}/input", self.base))
-            .query(&[("token", token.to_string()), ("name", name.to_string())])
+            .query(&[
+                ("token", token.to_string()),
+                ("folder", folder.to_string()),
+                ("name", name.to_string()),
+            ])
             .bearer_auth(&self.token)
             .send()
             .await;

@@ -84,10 +84,10 @@ async fn execute(ctx: &JobCtx, lease: &Lease, cancel: &CancellationToken) -> Res
         if renamed.contains_key(&r.name) {
             continue;
         }
-        let plain = r.name.trim_end_matches(" [input]");
+        let plain = r.name.as_str();
         let data = ctx
             .hub
-            .input(job, lease.token, plain)
+            .input(job, lease.token, &r.folder, plain)
             .await
             .map_err(|e| match e {
                 super::hub_client::HubError::Refused { status: 404, .. } => fail(
@@ -174,8 +174,12 @@ async fn follow(
             e = events.recv() => e,
             _ = cancel.cancelled(), if !cancelling => {
                 cancelling = true;
-                if started.is_some() {
-                    let _ = ctx.comfy.interrupt(Some(pid)).await;
+                let running = ctx.comfy.queue().await.map(|q| q.running.iter().any(|r| r == pid)).unwrap_or(false);
+                if running || started.is_some() {
+                    // Older ComfyUI interrupts whatever runs: only when it is ours.
+                    if running {
+                        let _ = ctx.comfy.interrupt(Some(pid)).await;
+                    }
                 } else {
                     let _ = ctx.comfy.delete_queued(&[pid.to_string()]).await;
                     // If it was still queued inside ComfyUI, it is gone now.
@@ -255,7 +259,12 @@ async fn follow(
                 );
                 return Ok((Outcome::Succeeded, Value::Object(outputs), None, gpu()));
             }
-            ComfyEvent::ExecutionError { data: d, .. } => {
+            ComfyEvent::ExecutionError { data: mut d, .. } => {
+                // Printouts of tensors: kilobytes nobody reads.
+                if let Some(m) = d.as_object_mut() {
+                    m.remove("current_inputs");
+                    m.remove("current_outputs");
+                }
                 emit(json!({"type": "execution_error", "data": data(d.clone())}));
                 let message = d
                     .get("exception_message")

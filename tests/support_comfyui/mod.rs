@@ -46,7 +46,7 @@ impl ComfyUi {
             .tempdir()
             .expect("temp dir for ComfyUI");
         let base_dir = dir.path().to_path_buf();
-        let child = spawn_start_sh(&base_dir);
+        let child = spawn_start_sh(&base_dir, 0);
         let comfy = ComfyUi {
             url: String::new(),
             base_dir,
@@ -75,6 +75,37 @@ impl ComfyUi {
     /// ComfyUI's stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.base_dir.join("comfyui.log")).unwrap_or_default()
+    }
+
+    /// Kills ComfyUI (SIGKILL to its process group) as a crash would, keeping
+    /// its base dir so [`ComfyUi::restart`] can bring it back.
+    pub fn crash(&self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts ComfyUI again on the same port and base dir; waits until ready.
+    pub fn restart(self) -> Self {
+        self.crash();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url");
+        *self.child.lock().unwrap() = Some(spawn_start_sh(&self.base_dir, port));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while http_status(&self.url, "/system_stats") != Some(200) {
+            self.check_alive();
+            assert!(
+                Instant::now() < deadline,
+                "restarted ComfyUI did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self
     }
 
     /// Kills the whole process group now (SIGKILL) and removes the base dir.
@@ -161,10 +192,10 @@ fn ensure_installed() {
 /// Spawns `start.sh` in its own process group, output to `comfyui.log`.
 /// The spawn happens on one long-lived thread because the parent-death
 /// signal fires when the spawning *thread* ends, not the process.
-fn spawn_start_sh(base_dir: &Path) -> Child {
+fn spawn_start_sh(base_dir: &Path, port: u16) -> Child {
     let log = File::create(base_dir.join("comfyui.log")).expect("ComfyUI log file");
     let mut cmd = Command::new(repo_root().join("scripts/comfyui/start.sh"));
-    cmd.args(["--port", "0", "--base-dir"])
+    cmd.args(["--port", &port.to_string(), "--base-dir"])
         .arg(base_dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
