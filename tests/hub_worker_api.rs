@@ -1,0 +1,201 @@
+//! The hub's worker-facing HTTP: worker tokens are required, files move only
+//! under the job's current lease, names stay inside the participant's
+//! folder — and `[[workers]]` in the hub's config run jobs on a remote
+//! ComfyUI with nothing installed beside it.
+
+mod support;
+mod support_comfyui;
+
+use comfy_multi::queue::{NewJob, QueueSettings, Status};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::hub::{TestHub, WORKER_TOKEN};
+use support::RedisServer;
+
+async fn leased(hub: &TestHub) -> (String, u64) {
+    hub.queue.enqueue(support::job("user01", 1)).await.unwrap();
+    let l = hub.queue.lease("w1").await.unwrap().unwrap();
+    (l.job_id, l.token)
+}
+
+#[tokio::test]
+async fn worker_routes_refuse_requests_without_a_valid_worker_token() {
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn(&redis, QueueSettings::default()).await;
+    let (job, token) = leased(&hub).await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/worker/v1/jobs/{job}/input?token={token}&name=a.png",
+        hub.url
+    );
+    for auth in [None, Some("Bearer wrong"), Some("Basic eA==")] {
+        let mut r = http.get(&url);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 401, "{auth:?}");
+    }
+    let ws = http
+        .get(format!("{}/worker/v1/connect", hub.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ws.status(), 401);
+}
+
+#[tokio::test]
+async fn files_move_only_under_the_current_lease_and_inside_the_participants_folder() {
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn(&redis, QueueSettings::default()).await;
+    let (job, token) = leased(&hub).await;
+    std::fs::create_dir_all(hub.dir("user01", "input")).unwrap();
+    std::fs::write(hub.dir("user01", "input").join("a.png"), b"pixels").unwrap();
+    std::fs::create_dir_all(hub.dir("user02", "input")).unwrap();
+    std::fs::write(hub.dir("user02", "input").join("secret.png"), b"theirs").unwrap();
+    let http = reqwest::Client::new();
+    let get = |q: String| {
+        http.get(format!("{}/worker/v1/jobs/{job}/input?{q}", hub.url))
+            .bearer_auth(WORKER_TOKEN)
+            .send()
+    };
+    let ok = get(format!("token={token}&name=a.png")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.bytes().await.unwrap().as_ref(), b"pixels");
+    for name in [
+        "../user02/input/secret.png",
+        "/etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "missing.png",
+    ] {
+        let r = get(format!("token={token}&name={name}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{name}");
+    }
+    assert_eq!(
+        get(format!("token={}&name=a.png", token + 1))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+
+    let put = |q: String, body: &'static [u8]| {
+        http.post(format!("{}/worker/v1/jobs/{job}/output?{q}", hub.url))
+            .bearer_auth(WORKER_TOKEN)
+            .body(body)
+            .send()
+    };
+    let r = put(
+        format!("token={token}&type=output&subfolder=&filename=out.png"),
+        b"one",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let stored: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(stored["filename"], "out.png");
+    let r = put(
+        format!("token={token}&type=output&subfolder=&filename=out.png"),
+        b"two",
+    )
+    .await
+    .unwrap();
+    let stored: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(stored["filename"], "out (1).png", "never overwritten");
+    assert_eq!(
+        std::fs::read(hub.dir("user01", "output").join("out.png")).unwrap(),
+        b"one"
+    );
+    for q in [
+        format!("token={token}&type=output&subfolder=..&filename=x.png"),
+        format!("token={token}&type=output&subfolder=&filename=..%2Fx.png"),
+        format!("token={token}&type=input&subfolder=&filename=x.png"),
+    ] {
+        assert_eq!(put(q.clone(), b"x").await.unwrap().status(), 400, "{q}");
+    }
+    assert_eq!(
+        put(
+            format!("token={}&type=output&subfolder=&filename=y.png", token + 1),
+            b"x"
+        )
+        .await
+        .unwrap()
+        .status(),
+        409
+    );
+    assert!(!hub.dir("user01", "output").join("y.png").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_with_a_workers_entry_runs_jobs_on_that_remote_comfyui() {
+    let redis = RedisServer::start();
+    let comfy = support_comfyui::ComfyUi::start();
+    let state = tempfile::tempdir().unwrap();
+    let prefix = support::unique_prefix();
+    let config = state.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[redis]\nurl = {:?}\nkey_prefix = {prefix:?}\n[hub]\nlisten = \"127.0.0.1:0\"\n\n[[workers]]\nid = \"remote-1\"\ncomfyui_url = {:?}\n",
+            state.path(),
+            redis.url(),
+            comfy.url
+        ),
+    )
+    .unwrap();
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_comfy-multi"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = hub.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let q = comfy_multi::queue::Queue::connect(&redis.url(), &prefix, QueueSettings::default())
+        .await
+        .unwrap();
+    let path = format!(
+        "{}/tests/comfyui_nodes/workflows/invert.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut prompt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        if node["class_type"] == "EmptyImage" {
+            node["inputs"]["color"] = serde_json::json!(31337);
+        }
+    }
+    let id = q
+        .enqueue(NewJob {
+            participant: "user01".into(),
+            prompt,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let j = q.job(&id).await.unwrap().unwrap();
+        if j.status.is_terminal() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "job did not finish: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = hub.kill();
+    let _ = hub.wait();
+    assert_eq!(job.status, Status::Succeeded, "{job:?}");
+    assert_eq!(job.worker.as_deref(), Some("remote-1"));
+    assert!(state
+        .path()
+        .join("users/user01/output")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+}
