@@ -7,9 +7,12 @@
 //! production durability settings (AOF, `appendfsync always`) unless
 //! `--no-aof` is given.
 
+#[path = "common.rs"]
+mod common;
+
 use comfy_multi::queue::{NewJob, Outcome, Queue, QueueSettings};
+use common::start_redis;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,51 +47,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// A private redis-server and its data directory, removed on drop.
-struct OwnRedis(Child, #[allow(dead_code)] tempfile::TempDir);
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(fsync: &str) -> (String, OwnRedis) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .args(["--appendonly", "yes", "--appendfsync", fsync])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server not found: apt-get install -y redis-server");
-    let own = OwnRedis(child, dir);
-    let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    for _ in 0..500 {
-        if let Ok(mut c) = client.get_connection() {
-            if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                return (url, own);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("redis-server did not start");
 }
 
 struct Round {

@@ -214,6 +214,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         worker_tokens: std::sync::Arc::new(worker_tokens),
         max_output_bytes: config.hub.max_output_bytes,
         shutdown: token.clone(),
+        work_available: Default::default(),
     };
     tracing::info!(addr = %listener.local_addr()?, "hub listening");
     systemd::ready();

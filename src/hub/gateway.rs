@@ -127,6 +127,7 @@ async fn session(socket: WebSocket, s: HubState) {
         healthy.clone(),
         cooldown.clone(),
         wake.clone(),
+        s.work_available.clone(),
         tx.clone(),
         s.shutdown.clone(),
     ));
@@ -176,6 +177,7 @@ async fn feed(
     healthy: Arc<AtomicBool>,
     cooldown: Cooldown,
     wake: Arc<Notify>,
+    work: Arc<Notify>,
     tx: mpsc::Sender<HubMsg>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -205,6 +207,7 @@ async fn feed(
         }
         tokio::select! {
             _ = wake.notified() => {}
+            _ = work.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
             _ = shutdown.cancelled() => return,
         }

@@ -31,6 +31,8 @@ pub struct HubState {
     pub max_output_bytes: u64,
     /// Cancelled when the hub shuts down (ends worker sessions).
     pub shutdown: CancellationToken,
+    /// Woken when a job becomes available (idle workers lease at once).
+    pub work_available: Arc<tokio::sync::Notify>,
 }
 
 impl HubState {
@@ -70,11 +72,46 @@ pub async fn run(
         state.reap_interval,
         shutdown.clone(),
     ));
+    tokio::spawn(watch_for_work(
+        state.queue.clone(),
+        state.work_available.clone(),
+        shutdown.clone(),
+    ));
     let app = router(state);
+    // Nagle off: worker and browser sockets carry many small frames.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
     reaper.await?;
     Ok(())
+}
+
+/// Wakes idle worker sessions whenever a job is queued (new, requeued or
+/// moved), so a lease follows a submit without polling delay.
+async fn watch_for_work(queue: Queue, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match queue.subscribe(None).await {
+            Ok(mut rx) => loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) if m.contains("\"status\":\"queued\"") => wake.notify_waiters(),
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            },
+            Err(e) => tracing::debug!("watching for work: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

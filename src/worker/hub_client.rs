@@ -59,7 +59,8 @@ impl HubClient {
         );
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(64 << 20));
-        match tokio_tungstenite::connect_async_with_config(req, Some(config), false).await {
+        // Nagle off: small frames (events, results) must not wait for ACKs.
+        match tokio_tungstenite::connect_async_with_config(req, Some(config), true).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(HubError::Refused {
                 status: resp.status().as_u16(),

@@ -34,6 +34,7 @@ impl TestHub {
             worker_tokens: Arc::new(vec![WORKER_TOKEN.to_string()]),
             max_output_bytes: 64 << 20,
             shutdown: shutdown.clone(),
+            work_available: Default::default(),
         };
         tokio::spawn(hub::run(listener, s, shutdown.clone()));
         TestHub {
