@@ -45,7 +45,9 @@ async fn direct(comfy: &ComfyClient, prompts: Vec<Value>) -> Duration {
     let mut ours = HashSet::new();
     for p in &prompts {
         let id = uuid::Uuid::new_v4().to_string();
-        let s = comfy.submit(p, &id, &json!({})).await.ok().expect("submit");
+        let Ok(s) = comfy.submit(p, &id, &json!({})).await else {
+            panic!("ComfyUI refused a benchmark prompt");
+        };
         ours.insert(s.prompt_id);
     }
     let mut done = HashSet::new();
@@ -55,10 +57,8 @@ async fn direct(comfy: &ComfyClient, prompts: Vec<Value>) -> Duration {
             | Some(ComfyEvent::Executing {
                 prompt_id: Some(prompt_id),
                 node: None,
-            }) => {
-                if ours.contains(&prompt_id) {
-                    done.insert(prompt_id);
-                }
+            }) if ours.contains(&prompt_id) => {
+                done.insert(prompt_id);
             }
             Some(ComfyEvent::ExecutionError { prompt_id, data }) if ours.contains(&prompt_id) => {
                 panic!("job failed: {data}")
