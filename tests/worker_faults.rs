@@ -228,3 +228,44 @@ async fn when_comfyui_dies_mid_job_the_job_is_retried_and_finishes_after_it_retu
     assert_eq!(done.status, Status::Succeeded, "{done:?}");
     assert_eq!(output_files(&hub, "user01").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_hub_restarts_mid_job_the_worker_reconnects_and_delivers_its_result() {
+    let redis = RedisServer::start();
+    let comfy = ComfyUi::start();
+    let mut hub = TestHub::spawn(
+        &redis,
+        QueueSettings {
+            lease_ms: 8000,
+            ..settings()
+        },
+    )
+    .await;
+    let _w = Worker::spawn("gpu0", &comfy, &hub);
+    // Longer than a lease: heartbeats must keep it alive.
+    let long = hub
+        .queue
+        .enqueue(sleep_job("user01", 10.0, 31))
+        .await
+        .unwrap()
+        .id;
+    let queued = hub
+        .queue
+        .enqueue(sleep_job("user02", 0.5, 32))
+        .await
+        .unwrap()
+        .id;
+    wait_for(&hub, &long, 60, "running", |j| j.status == Status::Running).await;
+    hub.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hub.start_again().await;
+    let done = wait_for(&hub, &long, 60, "finished", |j| j.status.is_terminal()).await;
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    assert_eq!(
+        done.attempts, 0,
+        "the lease survived the hub restart and the 10 s run"
+    );
+    let next = wait_for(&hub, &queued, 60, "queued job", |j| j.status.is_terminal()).await;
+    assert_eq!(next.status, Status::Succeeded);
+    assert_eq!(output_files(&hub, "user01").len(), 1);
+}

@@ -27,22 +27,50 @@ impl TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let s = HubState {
-            queue: queue.clone(),
-            reap_interval: Duration::from_millis(200),
-            state_dir: state.path().to_path_buf(),
-            worker_tokens: Arc::new(vec![WORKER_TOKEN.to_string()]),
-            max_output_bytes: 64 << 20,
-            shutdown: shutdown.clone(),
-            work_available: Default::default(),
-        };
-        tokio::spawn(hub::run(listener, s, shutdown.clone()));
-        TestHub {
+        let hub = TestHub {
             url,
             queue,
             state,
             shutdown,
-        }
+        };
+        hub.serve(listener);
+        hub
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let s = HubState {
+            queue: self.queue.clone(),
+            reap_interval: Duration::from_millis(200),
+            state_dir: self.state.path().to_path_buf(),
+            worker_tokens: Arc::new(vec![WORKER_TOKEN.to_string()]),
+            max_output_bytes: 64 << 20,
+            shutdown: self.shutdown.clone(),
+            work_available: Default::default(),
+        };
+        tokio::spawn(hub::run(listener, s, self.shutdown.clone()));
+    }
+
+    /// Stops the hub (its worker sockets drop).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Starts it again on the same address, queue and state dir.
+    pub async fn start_again(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        self.shutdown = CancellationToken::new();
+        self.serve(listener);
     }
 
     /// A participant's folder of one kind (`input`, `output`, `temp`).
