@@ -262,11 +262,11 @@ mod tests {
 
     fn current_object_info() -> Value {
         let path = format!(
-            "{}/../shared/reference/comfyui-0.3.64-traces/object_info.json",
+            "{}/tests/fixtures/comfyui-0.3.64/object_info.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {path} (shared/ beside the clone): {e}"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path} : {e}"));
         serde_json::from_str(&text).unwrap()
     }
 
