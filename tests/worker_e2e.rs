@@ -182,6 +182,24 @@ async fn a_job_runs_on_real_comfyui_and_its_outputs_land_in_the_participants_fol
     );
 }
 
+/// Runs the LoadImage → ImageScale → SaveImage workflow on `name` for
+/// user01 and waits for its end.
+async fn load_image(hub: &TestHub, name: &str) -> comfy_multi::queue::Job {
+    let mut p = workflow("upload_scale");
+    for node in p.as_object_mut().unwrap().values_mut() {
+        if node["class_type"] == "LoadImage" {
+            node["inputs"]["image"] = json!(name);
+        }
+    }
+    let job = NewJob {
+        participant: "user01".into(),
+        prompt: p,
+        ..Default::default()
+    };
+    let id = hub.queue.enqueue(job).await.unwrap().id;
+    wait_status(hub, &id, &[Status::Succeeded, Status::Failed], 60).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participants_input_file_is_uploaded_and_used_by_the_workflow() {
     let redis = RedisServer::start();
@@ -197,44 +215,12 @@ async fn a_participants_input_file_is_uploaded_and_used_by_the_workflow() {
     .unwrap();
     std::fs::write(input.join("photo.png"), png).unwrap();
     let _a = agent("gpu0", &comfy, &hub, 1);
-    let mut p = workflow("upload_scale");
-    for node in p.as_object_mut().unwrap().values_mut() {
-        if node["class_type"] == "LoadImage" {
-            node["inputs"]["image"] = json!("photo.png");
-        }
-    }
-    let id = hub
-        .queue
-        .enqueue(NewJob {
-            participant: "user01".into(),
-            prompt: p,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .id;
-    let job = wait_status(&hub, &id, &[Status::Succeeded, Status::Failed], 60).await;
+    let job = load_image(&hub, "photo.png").await;
     assert_eq!(job.status, Status::Succeeded, "{job:?}");
     assert!(!files(job.outputs.as_ref().unwrap()).is_empty());
 
     // A missing input file fails the job with a clear reason.
-    let mut p = workflow("upload_scale");
-    for node in p.as_object_mut().unwrap().values_mut() {
-        if node["class_type"] == "LoadImage" {
-            node["inputs"]["image"] = json!("nope.png");
-        }
-    }
-    let id = hub
-        .queue
-        .enqueue(NewJob {
-            participant: "user01".into(),
-            prompt: p,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .id;
-    let job = wait_status(&hub, &id, &[Status::Succeeded, Status::Failed], 60).await;
+    let job = load_image(&hub, "nope.png").await;
     assert_eq!(job.status, Status::Failed);
     assert!(job.error.unwrap().message.contains("nope.png"));
 }

@@ -52,27 +52,19 @@ async fn session(socket: WebSocket, s: HubState) {
     });
 
     let first = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
-    let Some(reg) = first
+    let reg = first
         .ok()
         .flatten()
         .and_then(|m| m.ok())
-        .and_then(|m| parse(&m))
-    else {
-        let _ = tx
-            .send(HubMsg::Error {
-                message: "expected a register message first".into(),
-            })
-            .await;
-        return;
-    };
-    let WorkerMsg::Register {
+        .and_then(|m| parse(&m));
+    let Some(WorkerMsg::Register {
         worker,
         capacity,
         comfyui_url,
         object_info_digest,
         system_stats,
         holding,
-    } = reg
+    }) = reg
     else {
         let _ = tx
             .send(HubMsg::Error {
