@@ -152,9 +152,13 @@ impl Queue {
         settings: QueueSettings,
     ) -> Result<Self, QueueError> {
         let client = redis::Client::open(url)?;
+        // redis-rs gives up on a reply after 500 ms by default: far too
+        // short when the AOF is fsynced on a busy disk.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(6)
-            .set_max_delay(std::time::Duration::from_secs(2));
+            .set_max_delay(std::time::Duration::from_secs(2))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(15)));
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
             client,
