@@ -16,6 +16,11 @@ use support::hub::{TestHub, WORKER_TOKEN};
 use support::RedisServer;
 use support_comfyui::ComfyUi;
 
+/// These tests time leases against real processes: one at a time, so that
+/// several ComfyUIs starting at once on a small machine cannot stall a
+/// heartbeat past a lease.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Worker {
     child: Child,
     _token_file: tempfile::NamedTempFile,
@@ -127,6 +132,7 @@ fn settings() -> QueueSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_job_completes_on_the_other_worker_exactly_once() {
+    let _serial = SERIAL.lock().await;
     let redis = RedisServer::start();
     let (c1, c2) = (ComfyUi::start(), ComfyUi::start());
     let hub = TestHub::spawn(&redis, settings()).await;
@@ -155,6 +161,7 @@ async fn a_killed_workers_job_completes_on_the_other_worker_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_workers_late_result_is_refused_and_the_rerun_stands() {
+    let _serial = SERIAL.lock().await;
     let redis = RedisServer::start();
     let (c1, c2) = (ComfyUi::start(), ComfyUi::start());
     let hub = TestHub::spawn(&redis, settings()).await;
@@ -200,6 +207,7 @@ async fn a_frozen_workers_late_result_is_refused_and_the_rerun_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_comfyui_dies_mid_job_the_job_is_retried_and_finishes_after_it_returns() {
+    let _serial = SERIAL.lock().await;
     let redis = RedisServer::start();
     let comfy = ComfyUi::start();
     let hub = TestHub::spawn(&redis, settings()).await;
@@ -231,6 +239,7 @@ async fn when_comfyui_dies_mid_job_the_job_is_retried_and_finishes_after_it_retu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_hub_restarts_mid_job_the_worker_reconnects_and_delivers_its_result() {
+    let _serial = SERIAL.lock().await;
     let redis = RedisServer::start();
     let comfy = ComfyUi::start();
     let mut hub = TestHub::spawn(
