@@ -84,6 +84,9 @@ pub enum WorkerMsg {
 pub enum HubMsg {
     Registered {
         need_object_info: bool,
+        /// The queue's lease duration: the worker heartbeats well within it.
+        #[serde(default)]
+        lease_ms: u64,
     },
     /// A job to run.
     Job {

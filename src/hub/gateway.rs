@@ -86,6 +86,7 @@ async fn session(socket: WebSocket, s: HubState) {
     let _ = tx
         .send(HubMsg::Registered {
             need_object_info: need,
+            lease_ms: q.settings().lease_ms,
         })
         .await;
     let info = json!({
@@ -284,14 +285,16 @@ async fn handle(
             let r = q
                 .finish(&job, token, outcome, &outputs, error.as_ref(), gpu_seconds)
                 .await;
-            report(tx, &job, r.map(|_| ())).await;
-            drop_job(&job);
+            if report(tx, &job, r.map(|_| ())).await {
+                drop_job(&job);
+            }
         }
         WorkerMsg::Release { job, token, reason } => {
             let r = q.release(&job, token, &reason).await;
             tracing::warn!(%worker, %job, "job released: {reason}");
-            report(tx, &job, r.map(|_| ())).await;
-            drop_job(&job);
+            if report(tx, &job, r.map(|_| ())).await {
+                drop_job(&job);
+            }
         }
     }
 }
@@ -318,19 +321,30 @@ async fn lease_answer(
 }
 
 /// Answers a finish/release: recorded (Ack), refused for good (Stale), or
-/// not recorded because the queue is unreachable (the worker retries).
-async fn report(tx: &mpsc::Sender<HubMsg>, job: &str, r: Result<(), crate::queue::QueueError>) {
-    let msg = match r {
-        Ok(()) => HubMsg::Ack { job: job.into() },
+/// not recorded because the queue is unreachable (the worker sends it again
+/// with its next heartbeat). Returns whether the job is done with.
+async fn report(
+    tx: &mpsc::Sender<HubMsg>,
+    job: &str,
+    r: Result<(), crate::queue::QueueError>,
+) -> bool {
+    let (msg, done) = match r {
+        Ok(()) => (HubMsg::Ack { job: job.into() }, true),
         Err(e) => match e.refusal() {
-            Some(Refusal::StaleToken | Refusal::NotFound) => HubMsg::Stale { job: job.into() },
-            Some(Refusal::AlreadyFinished) => HubMsg::Ack { job: job.into() },
-            _ => HubMsg::Error {
-                message: format!("job {job} not recorded: {e}"),
-            },
+            Some(Refusal::StaleToken | Refusal::NotFound) => {
+                (HubMsg::Stale { job: job.into() }, true)
+            }
+            Some(Refusal::AlreadyFinished) => (HubMsg::Ack { job: job.into() }, true),
+            _ => (
+                HubMsg::Error {
+                    message: format!("job {job} not recorded: {e}"),
+                },
+                false,
+            ),
         },
     };
     let _ = tx.send(msg).await;
+    done
 }
 
 /// True while `token` is still the job's current lease.

@@ -184,7 +184,7 @@ impl Session<'_> {
                         tracing::warn!("unreadable hub message");
                         continue;
                     };
-                    self.on_hub(msg, &mut ws, jobs).await?;
+                    self.on_hub(msg, &mut ws, jobs, &mut beat).await?;
                 }
                 Some(msg) = out_rx.recv() => {
                     let Some((job, _)) = msg.job() else { continue };
@@ -202,9 +202,13 @@ impl Session<'_> {
                 }
                 _ = beat.tick() => {
                     for (job, (token, _)) in &jobs.held {
-                        if !jobs.outbox.contains_key(job) {
-                            send(&mut ws, &WorkerMsg::Heartbeat { job: job.clone(), token: *token }).await?;
-                        }
+                        // A result the hub has not acknowledged yet (it could
+                        // not reach Redis) is sent again instead.
+                        let msg = match jobs.outbox.get(job) {
+                            Some(result) => result.clone(),
+                            None => WorkerMsg::Heartbeat { job: job.clone(), token: *token },
+                        };
+                        send(&mut ws, &msg).await?;
                     }
                 }
                 _ = health.tick() => {
@@ -219,9 +223,27 @@ impl Session<'_> {
         }
     }
 
-    async fn on_hub(&self, msg: HubMsg, ws: &mut HubSocket, jobs: &mut Jobs) -> anyhow::Result<()> {
+    async fn on_hub(
+        &self,
+        msg: HubMsg,
+        ws: &mut HubSocket,
+        jobs: &mut Jobs,
+        beat: &mut tokio::time::Interval,
+    ) -> anyhow::Result<()> {
         match msg {
-            HubMsg::Registered { need_object_info } => {
+            HubMsg::Registered {
+                need_object_info,
+                lease_ms,
+            } => {
+                if lease_ms > 0 {
+                    let every = self
+                        .cfg
+                        .heartbeat
+                        .min(Duration::from_millis(lease_ms / 3).max(Duration::from_millis(50)));
+                    if every != beat.period() {
+                        *beat = tokio::time::interval(every);
+                    }
+                }
                 if need_object_info {
                     send(
                         ws,
