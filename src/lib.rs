@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod frontend;
 pub mod hub;
 pub mod paths;
 pub mod protocol;

@@ -1,0 +1,153 @@
+//! The small endpoints the ComfyUI app calls while it boots: features,
+//! system stats, the (single-user) users answer, settings, extensions,
+//! i18n and the node catalogue (`object_info`, from the workers via the hub).
+
+use super::FrontendState;
+use crate::error::AppError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// Settings a participant starts with: the editor opens its default graph
+/// instead of an empty canvas with the templates dialog.
+fn seed_settings() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Comfy.TutorialCompleted".into(), json!(true));
+    m
+}
+
+pub async fn features(State(s): State<FrontendState>) -> Json<Value> {
+    Json(json!({"supports_preview_metadata": true, "max_upload_size": s.max_upload_bytes}))
+}
+
+/// The first connected worker's description, if any.
+async fn a_worker(s: &FrontendState) -> Option<Value> {
+    let workers = s.queue.workers().await.ok()?;
+    let mut ids: Vec<&String> = workers.keys().collect();
+    ids.sort();
+    serde_json::from_str(workers.get(*ids.first()?)?).ok()
+}
+
+pub async fn system_stats(State(s): State<FrontendState>) -> Json<Value> {
+    let worker = a_worker(&s).await.unwrap_or(Value::Null);
+    let stats = &worker["system_stats"];
+    let mut system = stats["system"].as_object().cloned().unwrap_or_default();
+    // The app reads `argv.includes(...)`; `--disable-api-nodes` also stops it
+    // asking the internet for release notes.
+    system.insert("argv".into(), json!(["main.py", "--disable-api-nodes"]));
+    system.entry("os").or_insert(json!("posix"));
+    Json(json!({
+        "system": system,
+        "devices": stats["devices"].as_array().cloned().unwrap_or_default(),
+    }))
+}
+
+/// Single-user shape: no `users` key, so no user-select screen.
+pub async fn users() -> Json<Value> {
+    Json(json!({"storage": "server", "migrated": true}))
+}
+
+fn settings_path(s: &FrontendState) -> std::path::PathBuf {
+    s.user_dir.join("user").join("comfy.settings.json")
+}
+
+async fn read_settings(s: &FrontendState) -> Map<String, Value> {
+    match tokio::fs::read(settings_path(s)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|_| seed_settings()),
+        Err(_) => seed_settings(),
+    }
+}
+
+async fn write_settings(s: &FrontendState, m: &Map<String, Value>) -> Result<(), AppError> {
+    let text = serde_json::to_vec_pretty(m).map_err(AppError::internal)?;
+    super::userdata::write_atomic(&settings_path(s), &text).await
+}
+
+pub async fn settings(State(s): State<FrontendState>) -> Json<Map<String, Value>> {
+    Json(read_settings(&s).await)
+}
+
+pub async fn setting(State(s): State<FrontendState>, Path(id): Path<String>) -> Json<Value> {
+    Json(read_settings(&s).await.remove(&id).unwrap_or(Value::Null))
+}
+
+/// `POST /settings`: merges an object of settings.
+pub async fn post_settings(State(s): State<FrontendState>, body: Bytes) -> Result<(), AppError> {
+    let update: Map<String, Value> = json_body(&body)?;
+    let _guard = s.settings_lock.lock().await;
+    let mut m = read_settings(&s).await;
+    m.extend(update);
+    write_settings(&s, &m).await
+}
+
+/// `POST /settings/{id}`: the body is the JSON value.
+pub async fn post_setting(
+    State(s): State<FrontendState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(), AppError> {
+    let value: Value = json_body(&body)?;
+    let _guard = s.settings_lock.lock().await;
+    let mut m = read_settings(&s).await;
+    m.insert(id, value);
+    write_settings(&s, &m).await
+}
+
+/// A JSON body whatever its Content-Type (the app sends none).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+pub async fn extensions() -> Json<Value> {
+    Json(json!([]))
+}
+
+pub async fn i18n() -> Json<Value> {
+    Json(json!({}))
+}
+
+pub async fn empty_list() -> Json<Value> {
+    Json(json!([]))
+}
+
+pub async fn empty_object() -> Json<Value> {
+    Json(json!({}))
+}
+
+pub async fn no_content() {}
+
+pub async fn user_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css")], "")
+}
+
+/// The node catalogue of the connected workers (stored by the hub once per
+/// digest), cached until the workers' digest changes.
+pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
+    let worker = a_worker(&s)
+        .await
+        .ok_or_else(|| AppError::Unavailable("no GPU worker is connected yet".into()))?;
+    let digest = worker["object_info_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut cache = s.object_info.lock().await;
+    let text = match cache.as_ref() {
+        Some((d, text)) if *d == digest => text.clone(),
+        _ => {
+            let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
+                AppError::Unavailable("the workers' node list is not stored yet".into())
+            })?;
+            let text = Arc::new(text);
+            *cache = Some((digest, text.clone()));
+            text
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        text.as_str().to_owned(),
+    ))
+}

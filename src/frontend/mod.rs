@@ -1,0 +1,159 @@
+//! `comfy-multi frontend --user NAME`: one participant's ComfyUI server. It
+//! serves the official ComfyUI web app (the pinned `comfyui-frontend-package`
+//! wheel's `static/`) under `/NAME/` and the ComfyUI API the app calls, for
+//! this participant only. This slice covers what the editor needs to boot
+//! (see `tests/browser/BOOT_NOTES.md`); prompts, the socket's job events,
+//! uploads and login come next.
+
+mod boot;
+mod userdata;
+mod ws;
+
+use crate::queue::Queue;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
+
+/// (digest, JSON text) of the workers' node catalogue.
+type CachedObjectInfo = (String, Arc<String>);
+
+/// What one participant's server shares between requests.
+#[derive(Clone)]
+pub struct FrontendState {
+    pub participant: String,
+    pub queue: Queue,
+    /// The frontend wheel's `static/` directory.
+    pub static_dir: PathBuf,
+    /// `<state_dir>/users/<participant>`.
+    pub user_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    /// object_info as last read from the hub's store.
+    object_info: Arc<Mutex<Option<CachedObjectInfo>>>,
+    /// Serializes read-modify-write of the settings file.
+    settings_lock: Arc<Mutex<()>>,
+}
+
+impl FrontendState {
+    pub fn new(
+        participant: &str,
+        queue: Queue,
+        static_dir: PathBuf,
+        user_dir: PathBuf,
+        max_upload_bytes: u64,
+    ) -> Self {
+        Self {
+            participant: participant.to_string(),
+            queue,
+            static_dir,
+            user_dir,
+            max_upload_bytes,
+            object_info: Arc::default(),
+            settings_lock: Arc::default(),
+        }
+    }
+}
+
+/// The API routes, as ComfyUI registers them: each at `/X` and `/api/X`.
+fn api() -> Router<FrontendState> {
+    use axum::routing::post;
+    Router::new()
+        .route("/features", get(boot::features))
+        .route("/system_stats", get(boot::system_stats))
+        .route("/users", get(boot::users))
+        .route("/settings", get(boot::settings).post(boot::post_settings))
+        .route(
+            "/settings/{id}",
+            get(boot::setting).post(boot::post_setting),
+        )
+        .route("/userdata", get(userdata::list))
+        .route(
+            "/userdata/{*file}",
+            get(userdata::get)
+                .post(userdata::post)
+                .delete(userdata::delete),
+        )
+        .route("/extensions", get(boot::extensions))
+        .route("/i18n", get(boot::i18n))
+        .route("/object_info", get(boot::object_info))
+        .route("/embeddings", get(boot::empty_list))
+        .route("/global_subgraphs", get(boot::empty_object))
+        .route("/workflow_templates", get(boot::empty_object))
+        .route("/experiment/models", get(boot::empty_list))
+        .route("/ws", get(ws::connect))
+        .route("/free", post(boot::no_content))
+}
+
+/// The participant's whole server, mounted under `/<participant>/`.
+pub fn router(state: FrontendState) -> Router {
+    let prefix = format!("/{}", state.participant);
+    let static_dir = state.static_dir.clone();
+    let inner = Router::new()
+        .merge(api())
+        .nest("/api", api())
+        .route("/internal/folder_paths", get(boot::empty_object))
+        .route("/user.css", get(boot::user_css))
+        .fallback_service(ServeDir::new(&static_dir))
+        .with_state(state);
+    let bare = prefix.clone();
+    let index = static_dir.join("index.html");
+    Router::new()
+        .route(
+            &format!("{prefix}/"),
+            get(move || async move {
+                match tokio::fs::read(&index).await {
+                    Ok(html) => (
+                        [
+                            (header::CONTENT_TYPE, "text/html"),
+                            (header::CACHE_CONTROL, "no-cache"),
+                        ],
+                        html,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .nest(&prefix, inner)
+        // The app's manifest and favicons name a few absolute /assets/ paths.
+        .nest_service("/assets", ServeDir::new(static_dir.join("assets")))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let bare = bare.clone();
+                async move {
+                    // The app derives its API base from the page path: `/user07`
+                    // must become `/user07/`.
+                    if req.uri().path() == bare {
+                        let q = req
+                            .uri()
+                            .query()
+                            .map(|q| format!("?{q}"))
+                            .unwrap_or_default();
+                        let to = format!("{bare}/{q}");
+                        return (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)])
+                            .into_response();
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
+}
+
+/// Serves on an already-bound listener until `shutdown`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: FrontendState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

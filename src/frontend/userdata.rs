@@ -1,0 +1,169 @@
+//! The participant's user files (`<user_dir>/user/…`): saved workflows,
+//! settings and the like, as ComfyUI's `/userdata` API serves them. Names
+//! arrive `%2F`-encoded (`workflows%2Fx.json`); every path is resolved
+//! inside the participant's folder.
+
+use super::FrontendState;
+use crate::error::AppError;
+use crate::paths::safe_join;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::{Path as FsPath, PathBuf};
+
+fn root(s: &FrontendState) -> PathBuf {
+    s.user_dir.join("user")
+}
+
+/// Writes a file so readers never see half of it (temp file + rename).
+pub async fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<(), AppError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| AppError::internal("no parent dir"))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(AppError::internal)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(AppError::internal)?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(AppError::internal)
+}
+
+fn flag(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true") | Some("1"))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    dir: Option<String>,
+    recurse: Option<String>,
+    split: Option<String>,
+    full_info: Option<String>,
+}
+
+fn walk(dir: &FsPath, base: &FsPath, recurse: bool, out: &mut Vec<(String, std::fs::Metadata)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            if recurse {
+                walk(&e.path(), base, recurse, out);
+            }
+        } else if let Ok(rel) = e.path().strip_prefix(base) {
+            out.push((rel.to_string_lossy().to_string(), meta));
+        }
+    }
+}
+
+/// `GET /userdata?dir=workflows&recurse=true&split=false&full_info=true`.
+pub async fn list(
+    State(s): State<FrontendState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    let dir = q
+        .dir
+        .ok_or_else(|| AppError::BadRequest("dir is required".into()))?;
+    let path = safe_join(&root(&s), &dir).ok_or(AppError::NotFound)?;
+    if !path.is_dir() {
+        return Err(AppError::NotFound);
+    }
+    let mut files = vec![];
+    walk(&path, &path, flag(&q.recurse), &mut files);
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<Value> = files
+        .into_iter()
+        .map(|(rel, meta)| {
+            if flag(&q.full_info) {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                json!({"path": rel, "size": meta.len(), "modified": modified})
+            } else if flag(&q.split) {
+                let mut parts = vec![json!(rel)];
+                parts.extend(rel.split('/').map(|p| json!(p)));
+                Value::Array(parts)
+            } else {
+                json!(rel)
+            }
+        })
+        .collect();
+    Ok(Json(items).into_response())
+}
+
+/// `GET /userdata/{file}`.
+pub async fn get(
+    State(s): State<FrontendState>,
+    Path(file): Path<String>,
+) -> Result<Response, AppError> {
+    let path = safe_join(&root(&s), &file).ok_or(AppError::NotFound)?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| AppError::NotFound)?;
+    let kind = if file.ends_with(".json") {
+        "application/json"
+    } else if file.ends_with(".css") {
+        "text/css"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PostQuery {
+    overwrite: Option<String>,
+    full_info: Option<String>,
+}
+
+/// `POST /userdata/{file}?overwrite=true&full_info=true` with the content.
+pub async fn post(
+    State(s): State<FrontendState>,
+    Path(file): Path<String>,
+    Query(q): Query<PostQuery>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let path = safe_join(&root(&s), &file)
+        .ok_or_else(|| AppError::BadRequest(format!("{file:?} is not a valid file name")))?;
+    let overwrite = q.overwrite.as_deref() != Some("false");
+    if !overwrite && path.exists() {
+        return Err(AppError::Conflict(format!("{file} already exists")));
+    }
+    write_atomic(&path, &body).await?;
+    if flag(&q.full_info) {
+        let modified = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Ok(Json(json!({"path": file, "size": body.len(), "modified": modified})).into_response())
+    } else {
+        Ok(Json(json!(file)).into_response())
+    }
+}
+
+/// `DELETE /userdata/{file}`.
+pub async fn delete(
+    State(s): State<FrontendState>,
+    Path(file): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let path = safe_join(&root(&s), &file).ok_or(AppError::NotFound)?;
+    tokio::fs::remove_file(&path)
+        .await
+        .map_err(|_| AppError::NotFound)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,295 @@
+//! A participant's frontend serves the real ComfyUI editor under
+//! `/<participant>/` with the API the app calls at boot; proven with plain
+//! HTTP and in headless Chromium (the pinned frontend 1.58.1 wheel).
+
+mod support;
+
+use comfy_multi::frontend::{run, FrontendState};
+use comfy_multi::queue::{Queue, QueueSettings};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use support::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+/// The pinned frontend's static dir (installed by scripts/frontend/install.sh).
+fn static_dir() -> PathBuf {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/frontend/install.sh"
+    ))
+    .output()
+    .expect("run scripts/frontend/install.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("frontend-static: "))
+        .expect("install.sh prints the static dir");
+    PathBuf::from(line.trim())
+}
+
+struct Frontend {
+    url: String,
+    state: tempfile::TempDir,
+    stop: CancellationToken,
+    _redis: RedisServer,
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A frontend for user07, with one worker's object_info (the recorded
+/// ComfyUI 0.3.64 catalogue) in the hub's store.
+async fn spawn_frontend() -> Frontend {
+    let redis = RedisServer::start();
+    let queue = Queue::connect(
+        &redis.url(),
+        &support::unique_prefix(),
+        QueueSettings::default(),
+    )
+    .await
+    .unwrap();
+    let info = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/comfyui-0.3.64/object_info.json"
+    ))
+    .unwrap();
+    queue.put_object_info("d1", &info).await.unwrap();
+    let worker = json!({"id": "gpu0", "object_info_digest": "d1",
+        "system_stats": {"system": {"os": "posix", "comfyui_version": "0.3.64"}, "devices": [{"name": "cpu"}]}});
+    queue
+        .set_worker("gpu0", Some(&worker.to_string()))
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let fs = FrontendState::new(
+        "user07",
+        queue,
+        static_dir(),
+        state.path().join("users/user07"),
+        1 << 20,
+    );
+    tokio::spawn(run(listener, fs, stop.clone()));
+    Frontend {
+        url,
+        state,
+        stop,
+        _redis: redis,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_bare_participant_path_redirects_to_the_slash_and_serves_the_app() {
+    let f = spawn_frontend().await;
+    let r = client()
+        .get(format!("{}/user07?x=1", f.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "/user07/?x=1");
+    let r = client()
+        .get(format!("{}/user07/", f.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<div id=\"vue-app\""));
+    // Another participant's path is not served here.
+    assert_eq!(
+        client()
+            .get(format!("{}/user08/", f.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn boot_endpoints_answer_with_and_without_the_api_prefix() {
+    let f = spawn_frontend().await;
+    for base in ["/user07", "/user07/api"] {
+        let get = |p: &str| {
+            let url = format!("{}{base}{p}", f.url);
+            async move {
+                let r = client().get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{url}");
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let stats = get("/system_stats").await;
+        assert!(stats["system"]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--disable-api-nodes"));
+        assert_eq!(stats["devices"][0]["name"], "cpu");
+        let users = get("/users").await;
+        assert!(users.get("users").is_none(), "single-user shape: {users}");
+        assert_eq!(get("/settings").await["Comfy.TutorialCompleted"], true);
+        assert_eq!(get("/extensions").await, json!([]));
+        assert!(get("/features").await["supports_preview_metadata"]
+            .as_bool()
+            .unwrap());
+        let info = get("/object_info").await;
+        assert!(info.get("KSampler").is_some() && info.get("SaveImage").is_some());
+    }
+}
+
+#[tokio::test]
+async fn settings_and_user_files_persist_in_the_participants_folder_only() {
+    let f = spawn_frontend().await;
+    let c = client();
+    let api = format!("{}/user07/api", f.url);
+    let r = c
+        .post(format!("{api}/settings/Comfy.Theme"))
+        .body("\"dark\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        c.get(format!("{api}/settings/Comfy.Theme"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        "dark"
+    );
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(f.state.path().join("users/user07/user/comfy.settings.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["Comfy.Theme"], "dark");
+
+    let list = format!("{api}/userdata?dir=workflows&recurse=true&split=false&full_info=true");
+    assert_eq!(
+        c.get(&list).send().await.unwrap().status(),
+        404,
+        "no workflows yet"
+    );
+    let r = c
+        .post(format!(
+            "{api}/userdata/workflows%2Fmy%20flow.json?overwrite=true&full_info=true"
+        ))
+        .body("{\"nodes\":[]}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let items: Value = c.get(&list).send().await.unwrap().json().await.unwrap();
+    assert_eq!(items[0]["path"], "my flow.json");
+    let body = c
+        .get(format!("{api}/userdata/workflows%2Fmy%20flow.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.text().await.unwrap(), "{\"nodes\":[]}");
+    let r = c
+        .post(format!(
+            "{api}/userdata/workflows%2Fmy%20flow.json?overwrite=false"
+        ))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "workflows%2F..%2F..%2Fx",
+        ".hidden",
+    ] {
+        assert_eq!(
+            c.get(format!("{api}/userdata/{bad}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "{bad}"
+        );
+        let r = c
+            .post(format!("{api}/userdata/{bad}"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 404,
+            "{bad}: {}",
+            r.status()
+        );
+    }
+    assert!(!f.state.path().join("users/x").exists() && !f.state.path().join("x").exists());
+    let r = c
+        .delete(format!("{api}/userdata/workflows%2Fmy%20flow.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comfyui_editor_boots_in_chromium_with_every_node_known() {
+    let f = spawn_frontend().await;
+    let browser = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let install = Command::new(format!("{browser}/install.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("editor-boot");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let url = format!("{}/user07/", f.url);
+    let out_dir2 = out_dir.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(format!("{browser}/editor_smoke.mjs"))
+            .args(["--url", &url, "--expect-nodes", "--out"])
+            .arg(&out_dir2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap_or_default())
+            .unwrap_or(Value::Null);
+    assert!(
+        run.status.success(),
+        "editor did not boot (screenshot and report in {}): {}\n{}",
+        out_dir.display(),
+        String::from_utf8_lossy(&run.stderr),
+        report["error"]
+    );
+    assert_eq!(report["booted"], true);
+    assert!(report["node_count"].as_u64().unwrap() > 0);
+    assert_eq!(report["missing_node_types"], json!([]));
+}
