@@ -124,10 +124,23 @@ pub async fn user_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css")], "")
 }
 
+/// The catalogue as JSON text, when a worker has stored one.
+pub async fn catalogue(s: &FrontendState) -> Option<Arc<String>> {
+    load_catalogue(s).await.ok()
+}
+
 /// The node catalogue of the connected workers (stored by the hub once per
 /// digest), cached until the workers' digest changes.
 pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
-    let worker = a_worker(&s)
+    let text = load_catalogue(&s).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        text.as_str().to_owned(),
+    ))
+}
+
+async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
+    let worker = a_worker(s)
         .await
         .ok_or_else(|| AppError::Unavailable("no GPU worker is connected yet".into()))?;
     let digest = worker["object_info_digest"]
@@ -146,8 +159,5 @@ pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResp
             text
         }
     };
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        text.as_str().to_owned(),
-    ))
+    Ok(text)
 }

@@ -6,6 +6,7 @@
 //! uploads and login come next.
 
 mod boot;
+mod prompt;
 mod userdata;
 mod ws;
 
@@ -88,6 +89,11 @@ fn api() -> Router<FrontendState> {
         .route("/workflow_templates", get(boot::empty_object))
         .route("/experiment/models", get(boot::empty_list))
         .route("/ws", get(ws::connect))
+        .route("/prompt", get(prompt::get).post(prompt::post))
+        .route("/queue", get(prompt::queue))
+        .route("/history", get(prompt::history).post(prompt::post_history))
+        .route("/history/{id}", get(prompt::history_one))
+        .route("/view", get(prompt::view))
         .route("/free", post(boot::no_content))
 }
 

@@ -1,13 +1,18 @@
-//! The participant's `/ws`: ComfyUI's socket. For now: `status` with a
-//! session id on connect and `feature_flags` negotiation; the participant's
-//! job events follow with the prompt endpoints.
+//! The participant's `/ws`: ComfyUI's socket. `status` with a session id on
+//! connect, `feature_flags` negotiation, then this participant's job events
+//! in ComfyUI's shapes (relayed by the hub from the worker), previews as
+//! binary frames (event 4 with metadata for clients that negotiated it,
+//! event 1 otherwise), `executing` with node=null after each job's end, and
+//! `status` with this participant's own queue size whenever it changes.
+//! Only this participant's channel is ever subscribed.
 
 use super::FrontendState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use base64::Engine;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -24,32 +29,127 @@ pub async fn connect(
         .on_upgrade(move |socket| session(socket, s, q.client_id))
 }
 
+fn text(v: Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+async fn status(s: &FrontendState, sid: Option<&str>) -> Message {
+    let mut data =
+        json!({"status": {"exec_info": {"queue_remaining": super::prompt::remaining(s).await}}});
+    if let Some(sid) = sid {
+        data["sid"] = json!(sid);
+    }
+    text(json!({"type": "status", "data": data}))
+}
+
+/// A preview as a binary frame: type 4 (metadata JSON + image) when the
+/// client supports it, else type 1 (image type + image).
+fn preview_frame(v: &Value, with_metadata: bool) -> Option<Message> {
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(v["data_b64"].as_str()?)
+        .ok()?;
+    let mime = v["mime"].as_str().unwrap_or("image/jpeg");
+    let mut frame = vec![];
+    if with_metadata {
+        let mut meta = v["metadata"].clone();
+        if !meta.is_object() {
+            meta = json!({});
+        }
+        meta["prompt_id"] = v["job"].clone();
+        meta["image_type"] = json!(mime);
+        let meta = meta.to_string();
+        frame.extend_from_slice(&4u32.to_be_bytes());
+        frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        frame.extend_from_slice(meta.as_bytes());
+    } else {
+        let kind: u32 = if mime == "image/png" { 2 } else { 1 };
+        frame.extend_from_slice(&1u32.to_be_bytes());
+        frame.extend_from_slice(&kind.to_be_bytes());
+    }
+    frame.extend_from_slice(&image);
+    Some(Message::Binary(frame.into()))
+}
+
+fn end_marker(job: &Value) -> Message {
+    text(
+        json!({"type": "executing", "data": {"node": null, "display_node": null, "prompt_id": job}}),
+    )
+}
+
 async fn session(mut socket: WebSocket, s: FrontendState, client_id: Option<String>) {
     let sid = client_id
         .filter(|c| !c.is_empty() && c.len() <= 64)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let status = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid}});
-    if socket
-        .send(Message::Text(status.to_string().into()))
-        .await
-        .is_err()
-    {
+    let Ok(mut events) = s.queue.subscribe(Some(&s.participant)).await else {
+        return;
+    };
+    if socket.send(status(&s, Some(&sid)).await).await.is_err() {
         return;
     }
-    while let Some(Ok(msg)) = socket.recv().await {
-        let Message::Text(text) = msg else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if v["type"] == "feature_flags" {
-            let flags = json!({"type": "feature_flags", "data": {
-                "supports_preview_metadata": true, "max_upload_size": s.max_upload_bytes}});
-            if socket
-                .send(Message::Text(flags.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
+    let mut metadata = false;
+    // Jobs whose end this socket has already told (to synthesize one for jobs
+    // that ended without a worker's events: refused, cancelled while waiting).
+    let mut ended = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            m = socket.recv() => {
+                let Some(Ok(m)) = m else { return };
+                let Message::Text(t) = m else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                if v["type"] == "feature_flags" {
+                    metadata = v["data"]["supports_preview_metadata"] == true;
+                    let flags = json!({"type": "feature_flags", "data": {
+                        "supports_preview_metadata": true, "max_upload_size": s.max_upload_bytes}});
+                    if socket.send(text(flags)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            e = events.recv() => {
+                let Some(e) = e else { return };
+                let Ok(v) = serde_json::from_str::<Value>(&e) else { continue };
+                let mut out = vec![];
+                match v["type"].as_str() {
+                    Some("job_event") => {
+                        let ev = v["event"].clone();
+                        let end = matches!(ev["type"].as_str(),
+                            Some("execution_success" | "execution_error" | "execution_interrupted"));
+                        out.push(text(ev));
+                        if end {
+                            out.push(end_marker(&v["job"]));
+                            if let Some(job) = v["job"].as_str() {
+                                ended.insert(job.to_string());
+                            }
+                        }
+                    }
+                    Some("job_preview") => out.extend(preview_frame(&v, metadata)),
+                    // A state change of one of this participant's jobs.
+                    _ if v.get("status").is_some() => {
+                        let job = v["job"].as_str().unwrap_or_default().to_string();
+                        let kind = match v["status"].as_str() {
+                            Some("failed") => Some("execution_error"),
+                            Some("cancelled") => Some("execution_interrupted"),
+                            _ => None,
+                        };
+                        if let Some(kind) = kind.filter(|_| !ended.remove(&job)) {
+                            let message = match s.queue.job_of(&s.participant, &job).await {
+                                Ok(Some(j)) => j.error.map(|e| e.message).unwrap_or_default(),
+                                _ => String::new(),
+                            };
+                            out.push(text(json!({"type": kind, "data": {"prompt_id": job,
+                                "exception_message": message, "node_id": null, "node_type": null,
+                                "executed": [], "timestamp": 0}})));
+                            out.push(end_marker(&v["job"]));
+                        }
+                        out.push(status(&s, None).await);
+                    }
+                    _ => {}
+                }
+                for m in out {
+                    if socket.send(m).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,278 @@
+//! Queueing from the editor: `POST /prompt` (checked against the workers'
+//! node catalogue, answered in ComfyUI's shapes so the editor highlights
+//! bad nodes), `GET /prompt`, `GET /queue`, and the participant's history
+//! and output files (`/history`, `/view`). Everything is this participant's
+//! only: another participant's job ids answer as if they did not exist.
+
+use super::FrontendState;
+use crate::error::AppError;
+use crate::paths::safe_join;
+use crate::queue::{Job, NewJob, QueueError, Status};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// ComfyUI's 400 answer: `{error: {type, message, details, extra_info}, node_errors}`.
+fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Response {
+    let body = json!({
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": node_errors,
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// Checks node types against the catalogue; `None` when it looks runnable.
+fn invalid(prompt: &Map<String, Value>, catalogue: Option<&Value>) -> Option<Response> {
+    let mut has_output = false;
+    for (id, node) in prompt {
+        let Some(class) = node.get("class_type").and_then(Value::as_str) else {
+            return Some(rejected(
+                "invalid_prompt",
+                &format!("Cannot execute because a node is missing the class_type property.: Node ID '#{id}'"),
+                "",
+                json!({}),
+            ));
+        };
+        if let Some(cat) = catalogue {
+            match cat.get(class) {
+                None => {
+                    return Some(rejected(
+                        "invalid_prompt",
+                        &format!(
+                            "Cannot execute because node {class} does not exist.: Node ID '#{id}'"
+                        ),
+                        &format!("Node ID '#{id}'"),
+                        json!({}),
+                    ))
+                }
+                Some(info) => has_output |= info["output_node"] == true,
+            }
+        } else {
+            has_output = true;
+        }
+    }
+    (!has_output).then(|| rejected("prompt_no_outputs", "Prompt has no outputs", "", json!([])))
+}
+
+/// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
+/// Content-Type (script clients send form-encoded JSON). Client-sent
+/// identity and priority are ignored.
+pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return rejected(
+            "invalid_prompt",
+            "the request body is not JSON",
+            "",
+            json!({}),
+        );
+    };
+    let Some(prompt) = v.get("prompt").and_then(Value::as_object) else {
+        return rejected("no_prompt", "No prompt provided", "", json!({}));
+    };
+    let catalogue = super::boot::catalogue(&s).await;
+    let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(r) = invalid(prompt, catalogue.as_ref()) {
+        return r;
+    }
+    let id = v
+        .get("prompt_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let extra = v
+        .get("extra_data")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or(json!({}));
+    let job = NewJob {
+        id,
+        participant: s.participant.clone(),
+        prompt: Value::Object(prompt.clone()),
+        extra,
+        ..Default::default()
+    };
+    match s.queue.enqueue(job).await {
+        Ok(e) => {
+            Json(json!({"prompt_id": e.id, "number": e.number, "node_errors": {}})).into_response()
+        }
+        Err(QueueError::Refused { refusal, message }) => {
+            let status = AppError::from(QueueError::Refused {
+                refusal,
+                message: message.clone(),
+            });
+            let code = match refusal {
+                crate::queue::Refusal::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
+                crate::queue::Refusal::PromptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::queue::Refusal::Paused | crate::queue::Refusal::Locked => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let _ = status;
+            let body = json!({"error": {"type": refusal.as_str(), "message": message, "details": "", "extra_info": {}}, "node_errors": {}});
+            (code, Json(body)).into_response()
+        }
+        Err(e) => AppError::from(e).into_response(),
+    }
+}
+
+/// Waiting + running jobs of this participant.
+pub async fn remaining(s: &FrontendState) -> usize {
+    s.queue
+        .participant_queue(&s.participant, 1)
+        .await
+        .map(|q| q.waiting.len() + q.running.len())
+        .unwrap_or(0)
+}
+
+/// `GET /prompt`.
+pub async fn get(State(s): State<FrontendState>) -> Json<Value> {
+    Json(json!({"exec_info": {"queue_remaining": remaining(&s).await}}))
+}
+
+fn queue_item(j: &Job) -> Value {
+    json!([j.number, j.id, j.prompt, j.extra, []])
+}
+
+/// `GET /queue`: `{queue_running, queue_pending}` of this participant.
+pub async fn queue(State(s): State<FrontendState>) -> Result<Json<Value>, AppError> {
+    let q = s.queue.participant_queue(&s.participant, 1).await?;
+    let mut pending = vec![];
+    for w in &q.waiting {
+        if let Some(j) = s.queue.job_of(&s.participant, &w.job_id).await? {
+            pending.push(queue_item(&j));
+        }
+    }
+    let running: Vec<Value> = q.running.iter().map(queue_item).collect();
+    Ok(Json(
+        json!({"queue_running": running, "queue_pending": pending}),
+    ))
+}
+
+/// One history entry in ComfyUI's shape.
+fn history_entry(j: &Job) -> Value {
+    let (status_str, completed) = match j.status {
+        Status::Succeeded => ("success", true),
+        _ => ("error", false),
+    };
+    let mut messages = vec![];
+    if let Some(e) = &j.error {
+        messages.push(json!(["execution_error", {"prompt_id": j.id, "exception_message": e.message, "exception_type": e.kind}]));
+    }
+    json!({
+        "prompt": [j.number, j.id, j.prompt, j.extra, []],
+        "outputs": j.outputs.clone().unwrap_or(json!({})),
+        "status": {"status_str": status_str, "completed": completed, "messages": messages},
+        "meta": {},
+    })
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    max_items: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// `GET /history?max_items=&offset=`.
+pub async fn history(
+    State(s): State<FrontendState>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, AppError> {
+    let jobs = s
+        .queue
+        .history(
+            &s.participant,
+            q.offset.unwrap_or(0),
+            q.max_items.unwrap_or(200).min(1000),
+        )
+        .await?;
+    let mut m = Map::new();
+    for j in jobs.iter().rev() {
+        m.insert(j.id.clone(), history_entry(j));
+    }
+    Ok(Json(Value::Object(m)))
+}
+
+/// `GET /history/{id}`: `{}` for unknown ids and other participants' jobs.
+pub async fn history_one(
+    State(s): State<FrontendState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let mut m = Map::new();
+    if let Some(j) = s.queue.job_of(&s.participant, &id).await? {
+        if j.status.is_terminal() {
+            m.insert(j.id.clone(), history_entry(&j));
+        }
+    }
+    Ok(Json(Value::Object(m)))
+}
+
+/// `POST /history`: `{"clear": true}` or `{"delete": [ids]}`.
+pub async fn post_history(
+    State(s): State<FrontendState>,
+    body: Bytes,
+) -> Result<StatusCode, AppError> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+    if v["clear"] == true {
+        s.queue.delete_history(&s.participant, &[]).await?;
+    }
+    if let Some(ids) = v["delete"].as_array() {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            s.queue.delete_history(&s.participant, &ids).await?;
+        }
+    }
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct ViewQuery {
+    filename: String,
+    #[serde(default)]
+    subfolder: String,
+    #[serde(rename = "type", default = "output")]
+    kind: String,
+}
+
+fn output() -> String {
+    "output".into()
+}
+
+/// `GET /view?filename=&subfolder=&type=`: one of this participant's files.
+pub async fn view(
+    State(s): State<FrontendState>,
+    Query(q): Query<ViewQuery>,
+) -> Result<Response, AppError> {
+    if !matches!(q.kind.as_str(), "output" | "input" | "temp") {
+        return Err(AppError::NotFound);
+    }
+    let rel = if q.subfolder.is_empty() {
+        q.filename.clone()
+    } else {
+        format!("{}/{}", q.subfolder, q.filename)
+    };
+    let path = safe_join(&s.user_dir.join(&q.kind), &rel).ok_or(AppError::NotFound)?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|_| AppError::NotFound)?;
+    let mime = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        _ => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+}
