@@ -229,3 +229,102 @@ async fn a_script_client_queues_waits_reads_history_and_views_outputs() {
         .contains("NoSuchNode"));
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_queues_in_the_real_editor_and_sees_the_output_image() {
+    let redis = RedisServer::start();
+    let comfy = ComfyUi::start();
+    let hub = TestHub::spawn(&redis, Default::default()).await;
+    let stop = CancellationToken::new();
+    let cfg = AgentConfig {
+        id: "gpu0".into(),
+        comfyui_url: comfy.url.clone(),
+        hub_url: hub.url.clone(),
+        token: WORKER_TOKEN.into(),
+        capacity: 2,
+        heartbeat: Duration::from_millis(500),
+    };
+    tokio::spawn(run_agent(cfg, stop.clone()));
+    // The pinned web app, served by this participant's frontend.
+    let install = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/frontend/install.sh"
+    ))
+    .output()
+    .unwrap();
+    assert!(install.status.success());
+    let stdout = String::from_utf8_lossy(&install.stdout).to_string();
+    let static_dir = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("frontend-static: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/user07/", listener.local_addr().unwrap());
+    let state = FrontendState::new(
+        "user07",
+        hub.queue.clone(),
+        static_dir.into(),
+        hub.state.path().join("users/user07"),
+        1 << 20,
+    );
+    tokio::spawn(run(listener, state, stop.clone()));
+    let browser = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let install = std::process::Command::new(format!("{browser}/install.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    // Wait for the worker's catalogue (the editor needs it to know the nodes).
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http
+            .get(format!("{url}api/object_info"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("editor-run");
+    let wf = out.join("workflow.json");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(&wf, invert(4321).to_string()).unwrap();
+    let (out2, wf2) = (out.clone(), wf.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(format!("{browser}/run_workflow.mjs"))
+            .args(["--url", &url, "--workflow"])
+            .arg(&wf2)
+            .arg("--out")
+            .arg(&out2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "the output did not appear (screenshot in {}): {}",
+        out.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(report["image"]["width"].as_u64().unwrap() > 0);
+    let stored = hub.state.path().join("users/user07/output");
+    assert!(
+        stored.read_dir().unwrap().next().is_some(),
+        "the output is in the participant's folder"
+    );
+    stop.cancel();
+}

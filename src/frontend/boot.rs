@@ -154,10 +154,39 @@ async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
             let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
                 AppError::Unavailable("the workers' node list is not stored yet".into())
             })?;
-            let text = Arc::new(text);
+            let text = Arc::new(for_the_app(&text));
             *cache = Some((digest, text.clone()));
             text
         }
     };
     Ok(text)
+}
+
+/// Fills in what frontend 1.58 expects of every node and older ComfyUIs
+/// leave out: `python_module` (read with `.split`) and `input_order` (the
+/// widget order, else taken from the key order of `input`).
+fn for_the_app(text: &str) -> String {
+    let Ok(Value::Object(mut nodes)) = serde_json::from_str::<Value>(text) else {
+        return text.to_string();
+    };
+    for node in nodes.values_mut() {
+        let Some(n) = node.as_object_mut() else {
+            continue;
+        };
+        n.entry("python_module").or_insert(json!("nodes"));
+        if !n.contains_key("input_order") {
+            let mut order = Map::new();
+            for group in ["required", "optional"] {
+                if let Some(inputs) = n
+                    .get("input")
+                    .and_then(|i| i.get(group))
+                    .and_then(Value::as_object)
+                {
+                    order.insert(group.into(), json!(inputs.keys().collect::<Vec<_>>()));
+                }
+            }
+            n.insert("input_order".into(), Value::Object(order));
+        }
+    }
+    Value::Object(nodes).to_string()
 }

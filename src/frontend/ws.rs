@@ -2,7 +2,8 @@
 //! connect, `feature_flags` negotiation, then this participant's job events
 //! in ComfyUI's shapes (relayed by the hub from the worker), previews as
 //! binary frames (event 4 with metadata for clients that negotiated it,
-//! event 1 otherwise), `executing` with node=null after each job's end, and
+//! event 1 otherwise), `executing` with node=null once a job is recorded as
+//! ended (so `/history` has it), and
 //! `status` with this participant's own queue size whenever it changes.
 //! Only this participant's channel is ever subscribed.
 
@@ -112,33 +113,37 @@ async fn session(mut socket: WebSocket, s: FrontendState, client_id: Option<Stri
                 match v["type"].as_str() {
                     Some("job_event") => {
                         let ev = v["event"].clone();
-                        let end = matches!(ev["type"].as_str(),
-                            Some("execution_success" | "execution_error" | "execution_interrupted"));
-                        out.push(text(ev));
-                        if end {
-                            out.push(end_marker(&v["job"]));
+                        if matches!(ev["type"].as_str(),
+                            Some("execution_success" | "execution_error" | "execution_interrupted")) {
                             if let Some(job) = v["job"].as_str() {
                                 ended.insert(job.to_string());
                             }
                         }
+                        out.push(text(ev));
                     }
                     Some("job_preview") => out.extend(preview_frame(&v, metadata)),
-                    // A state change of one of this participant's jobs.
+                    // A state change of one of this participant's jobs. The
+                    // end marker waits for it, so that a client reading
+                    // /history right after it finds the job there.
                     _ if v.get("status").is_some() => {
                         let job = v["job"].as_str().unwrap_or_default().to_string();
-                        let kind = match v["status"].as_str() {
-                            Some("failed") => Some("execution_error"),
-                            Some("cancelled") => Some("execution_interrupted"),
-                            _ => None,
-                        };
-                        if let Some(kind) = kind.filter(|_| !ended.remove(&job)) {
-                            let message = match s.queue.job_of(&s.participant, &job).await {
-                                Ok(Some(j)) => j.error.map(|e| e.message).unwrap_or_default(),
-                                _ => String::new(),
+                        let state = v["status"].as_str().unwrap_or_default();
+                        if matches!(state, "succeeded" | "failed" | "cancelled") {
+                            let told = ended.remove(&job);
+                            let kind = match state {
+                                "failed" => Some("execution_error"),
+                                "cancelled" => Some("execution_interrupted"),
+                                _ => None,
                             };
-                            out.push(text(json!({"type": kind, "data": {"prompt_id": job,
-                                "exception_message": message, "node_id": null, "node_type": null,
-                                "executed": [], "timestamp": 0}})));
+                            if let Some(kind) = kind.filter(|_| !told) {
+                                let message = match s.queue.job_of(&s.participant, &job).await {
+                                    Ok(Some(j)) => j.error.map(|e| e.message).unwrap_or_default(),
+                                    _ => String::new(),
+                                };
+                                out.push(text(json!({"type": kind, "data": {"prompt_id": job,
+                                    "exception_message": message, "node_id": null, "node_type": null,
+                                    "executed": [], "timestamp": 0}})));
+                            }
                             out.push(end_marker(&v["job"]));
                         }
                         out.push(status(&s, None).await);

@@ -833,6 +833,7 @@ fn queue_ids(items: &Value) -> Vec<String> {
 /// ComfyUI's own error; 500 (old ComfyUI, unknown node class) and 413
 /// (prompt too big) → rejected with a synthesized error; anything else →
 /// unavailable.
+#[allow(clippy::result_large_err)] // ComfyUI's refusal JSON, kept whole; built once per prompt
 fn submit_outcome(status: u16, body: &str) -> Result<Submitted, SubmitError> {
     match status {
         200..=299 => submitted_from(body),
@@ -845,6 +846,7 @@ fn submit_outcome(status: u16, body: &str) -> Result<Submitted, SubmitError> {
     }
 }
 
+#[allow(clippy::result_large_err)] // as submit_outcome
 fn submitted_from(body: &str) -> Result<Submitted, SubmitError> {
     let v: Value = serde_json::from_str(body).map_err(|e| {
         SubmitError::Unavailable(format!(
