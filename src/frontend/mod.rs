@@ -6,6 +6,7 @@
 //! uploads and login come next.
 
 mod boot;
+mod jobs;
 mod prompt;
 mod userdata;
 mod ws;
@@ -90,7 +91,12 @@ fn api() -> Router<FrontendState> {
         .route("/experiment/models", get(boot::empty_list))
         .route("/ws", get(ws::connect))
         .route("/prompt", get(prompt::get).post(prompt::post))
-        .route("/queue", get(prompt::queue))
+        .route("/queue", get(prompt::queue).post(jobs::post_queue))
+        .route("/interrupt", post(jobs::interrupt))
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/jobs/cancel", post(jobs::cancel_many))
+        .route("/api/jobs/{id}", get(jobs::one))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/history", get(prompt::history).post(prompt::post_history))
         .route("/history/{id}", get(prompt::history_one))
         .route("/view", get(prompt::view))

@@ -1,0 +1,271 @@
+//! The jobs API the editor's queue and history panels use (`/api/jobs…`),
+//! `/interrupt` and `POST /queue`: a participant sees and cancels their own
+//! jobs only; another participant's ids answer 404.
+
+mod support;
+
+use comfy_multi::frontend::{run, FrontendState};
+use comfy_multi::queue::{Outcome, Queue, QueueSettings};
+use serde_json::{json, Value};
+use support::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+async fn setup() -> (RedisServer, Queue, String, String, tempfile::TempDir) {
+    let redis = RedisServer::start();
+    let queue = Queue::connect(
+        &redis.url(),
+        &support::unique_prefix(),
+        QueueSettings::default(),
+    )
+    .await
+    .unwrap();
+    let info = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/comfyui-0.3.64/object_info.json"
+    ))
+    .unwrap();
+    queue.put_object_info("d1", &info).await.unwrap();
+    queue
+        .set_worker(
+            "gpu0",
+            Some(&json!({"id": "gpu0", "object_info_digest": "d1"}).to_string()),
+        )
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut urls = vec![];
+    for u in ["user07", "user08"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}/{u}", listener.local_addr().unwrap()));
+        let fs = FrontendState::new(
+            u,
+            queue.clone(),
+            state.path().join("static"),
+            state.path().join("users").join(u),
+            1 << 20,
+        );
+        tokio::spawn(run(listener, fs, CancellationToken::new()));
+    }
+    let theirs = urls.pop().unwrap();
+    let mine = urls.pop().unwrap();
+    (redis, queue, mine, theirs, state)
+}
+
+fn prompt(n: u64) -> Value {
+    json!({"prompt": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": n}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}}},
+        "extra_data": {"extra_pnginfo": {"workflow": {"id": "wf-1"}}}})
+}
+
+#[tokio::test]
+async fn the_jobs_api_lists_and_cancels_this_participants_jobs_only() {
+    let (_r, queue, mine, theirs, _s) = setup().await;
+    let http = reqwest::Client::new();
+    let mut ids = vec![];
+    for n in 0..3 {
+        let r: Value = http
+            .post(format!("{mine}/prompt"))
+            .json(&prompt(n))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["prompt_id"].as_str().unwrap().to_string());
+    }
+    // One runs and finishes with an image; one is still waiting; one waits too.
+    let l = queue.lease("gpu0").await.unwrap().unwrap();
+    queue.start(&l.job_id, l.token).await.unwrap();
+    let outputs =
+        json!({"2": {"images": [{"filename": "t_00001_.png", "subfolder": "", "type": "output"}]}});
+    queue
+        .finish(
+            &l.job_id,
+            l.token,
+            Outcome::Succeeded,
+            &outputs,
+            None,
+            Some(1.5),
+        )
+        .await
+        .unwrap();
+
+    let all: Value = http
+        .get(format!("{mine}/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["pagination"]["total"], 3);
+    let done = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == l.job_id.as_str())
+        .unwrap();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["outputs_count"], 1);
+    assert_eq!(done["preview_output"]["filename"], "t_00001_.png");
+    assert_eq!(done["workflow_id"], "wf-1");
+    assert!(done["create_time"].as_u64().unwrap() > 0);
+
+    let pending: Value = http
+        .get(format!(
+            "{mine}/api/jobs?status=in_progress,pending&limit=200&offset=0"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["jobs"].as_array().unwrap().len(), 2);
+    let page: Value = http
+        .get(format!("{mine}/api/jobs?limit=1&sort_order=asc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"], ids[0].as_str());
+    assert_eq!(page["pagination"]["has_more"], true);
+    for bad in ["status=bogus", "limit=0", "sort_by=x", "offset=-1"] {
+        assert_eq!(
+            http.get(format!("{mine}/api/jobs?{bad}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            400,
+            "{bad}"
+        );
+    }
+
+    let one: Value = http
+        .get(format!("{mine}/api/jobs/{}", l.job_id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["workflow"]["prompt"]["2"]["class_type"], "SaveImage");
+    assert_eq!(one["outputs"], outputs);
+
+    // Another participant: nothing listed, every id unknown, cancels refused.
+    let other: Value = http
+        .get(format!("{theirs}/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["pagination"]["total"], 0);
+    for id in &ids {
+        assert_eq!(
+            http.get(format!("{theirs}/api/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            http.post(format!("{theirs}/api/jobs/{id}/cancel"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            http.get(format!("{theirs}/history/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap(),
+            json!({})
+        );
+    }
+    let r: Value = http
+        .post(format!("{theirs}/api/jobs/cancel"))
+        .json(&json!({"job_ids": ids}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["cancelled"], false);
+    http.post(format!("{theirs}/queue"))
+        .json(&json!({"clear": true}))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{theirs}/interrupt"))
+        .send()
+        .await
+        .unwrap();
+    let still: Value = http
+        .get(format!("{mine}/api/jobs?status=pending"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        still["jobs"].as_array().unwrap().len(),
+        2,
+        "nothing of user07's was touched"
+    );
+
+    // The owner cancels: one by id, the rest by clearing the queue.
+    let r: Value = http
+        .post(format!("{mine}/api/jobs/{}/cancel", ids[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["cancelled"], true);
+    http.post(format!("{mine}/queue"))
+        .json(&json!({"clear": true}))
+        .send()
+        .await
+        .unwrap();
+    let cancelled: Value = http
+        .get(format!("{mine}/api/jobs?status=cancelled"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["jobs"].as_array().unwrap().len(), 2);
+    let r: Value = http
+        .post(format!("{mine}/api/jobs/{}/cancel", l.job_id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["cancelled"], false, "a finished job is not cancelled");
+    let r = http
+        .post(format!("{mine}/api/jobs/cancel"))
+        .json(&json!({"job_ids": ["nope"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
