@@ -290,14 +290,6 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         .await
         .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
     let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
-    let addr = match parse_listen(&listen).map_err(anyhow::Error::msg)? {
-        ListenAddr::Tcp(a) => a,
-        ListenAddr::Unix(p) => anyhow::bail!("unix sockets are not supported yet: {}", p.display()),
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, participant = %user, "frontend listening");
     let state = crate::frontend::FrontendState::new(
         &user,
         queue,
@@ -305,8 +297,25 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         config.state_dir.join("users").join(&user),
         config.frontend.max_upload_bytes,
     );
-    systemd::ready();
-    let result = crate::frontend::run(listener, state, token).await;
+    let result = match parse_listen(&listen).map_err(anyhow::Error::msg)? {
+        ListenAddr::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, participant = %user, "frontend listening");
+            systemd::ready();
+            crate::frontend::run(listener, state, token).await
+        }
+        ListenAddr::Unix(path) => {
+            // A socket left by an earlier run would make bind fail.
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("binding {}", path.display()))?;
+            tracing::info!(socket = %path.display(), participant = %user, "frontend listening");
+            systemd::ready();
+            crate::frontend::run(listener, state, token).await
+        }
+    };
     systemd::stopping();
     result
 }

@@ -293,3 +293,57 @@ async fn the_comfyui_editor_boots_in_chromium_with_every_node_known() {
     assert!(report["node_count"].as_u64().unwrap() > 0);
     assert_eq!(report["missing_node_types"], json!([]));
 }
+
+#[test]
+fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("user07.sock");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[redis]\nurl = {:?}\n[frontend]\nstatic_dir = {:?}\n",
+            dir.path(),
+            redis.url(),
+            static_dir()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_comfy-multi"))
+        .args(["frontend", "--user", "user07", "--config"])
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("no socket: {e}"),
+        }
+    };
+    write!(
+        s,
+        "GET /user07/api/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"storage\":\"server\""), "{out}");
+}

@@ -158,12 +158,16 @@ pub fn router(state: FrontendState) -> Router {
         ))
 }
 
-/// Serves on an already-bound listener until `shutdown`.
-pub async fn run(
-    listener: tokio::net::TcpListener,
+/// Serves on an already-bound listener (TCP or unix socket) until `shutdown`.
+pub async fn run<L>(
+    listener: L,
     state: FrontendState,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
