@@ -58,18 +58,7 @@ async fn spawn_frontend() -> Frontend {
     )
     .await
     .unwrap();
-    let info = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/comfyui-0.3.64/object_info.json"
-    ))
-    .unwrap();
-    queue.put_object_info("d1", &info).await.unwrap();
-    let worker = json!({"id": "gpu0", "object_info_digest": "d1",
-        "system_stats": {"system": {"os": "posix", "comfyui_version": "0.3.64"}, "devices": [{"name": "cpu"}]}});
-    queue
-        .set_worker("gpu0", Some(&worker.to_string()))
-        .await
-        .unwrap();
+    support::store_catalogue(&queue).await;
     let state = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -33,6 +33,21 @@ async fn frontend(hub: &TestHub, participant: &str) -> String {
     url
 }
 
+/// A worker agent for `comfy` on `hub`; stops when the token is cancelled.
+fn start_agent(comfy: &ComfyUi, hub: &TestHub) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cfg = AgentConfig {
+        id: "gpu0".into(),
+        comfyui_url: comfy.url.clone(),
+        hub_url: hub.url.clone(),
+        token: WORKER_TOKEN.into(),
+        capacity: 2,
+        heartbeat: Duration::from_millis(500),
+    };
+    tokio::spawn(run_agent(cfg, stop.clone()));
+    stop
+}
+
 fn invert(color: u64) -> Value {
     let path = format!(
         "{}/tests/comfyui_nodes/workflows/invert.json",
@@ -52,16 +67,7 @@ async fn a_script_client_queues_waits_reads_history_and_views_outputs() {
     let redis = RedisServer::start();
     let comfy = ComfyUi::start();
     let hub = TestHub::spawn(&redis, Default::default()).await;
-    let stop = CancellationToken::new();
-    let cfg = AgentConfig {
-        id: "gpu0".into(),
-        comfyui_url: comfy.url.clone(),
-        hub_url: hub.url.clone(),
-        token: WORKER_TOKEN.into(),
-        capacity: 2,
-        heartbeat: Duration::from_millis(500),
-    };
-    tokio::spawn(run_agent(cfg, stop.clone()));
+    let stop = start_agent(&comfy, &hub);
     let mine = frontend(&hub, "user07").await;
     let theirs = frontend(&hub, "user08").await;
     // The worker's catalogue must be stored before prompts can be checked.
@@ -235,16 +241,7 @@ async fn a_participant_queues_in_the_real_editor_and_sees_the_output_image() {
     let redis = RedisServer::start();
     let comfy = ComfyUi::start();
     let hub = TestHub::spawn(&redis, Default::default()).await;
-    let stop = CancellationToken::new();
-    let cfg = AgentConfig {
-        id: "gpu0".into(),
-        comfyui_url: comfy.url.clone(),
-        hub_url: hub.url.clone(),
-        token: WORKER_TOKEN.into(),
-        capacity: 2,
-        heartbeat: Duration::from_millis(500),
-    };
-    tokio::spawn(run_agent(cfg, stop.clone()));
+    let stop = start_agent(&comfy, &hub);
     // The pinned web app, served by this participant's frontend.
     let install = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -19,19 +19,7 @@ async fn setup() -> (RedisServer, Queue, String, String, tempfile::TempDir) {
     )
     .await
     .unwrap();
-    let info = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/comfyui-0.3.64/object_info.json"
-    ))
-    .unwrap();
-    queue.put_object_info("d1", &info).await.unwrap();
-    queue
-        .set_worker(
-            "gpu0",
-            Some(&json!({"id": "gpu0", "object_info_digest": "d1"}).to_string()),
-        )
-        .await
-        .unwrap();
+    support::store_catalogue(&queue).await;
     let state = tempfile::tempdir().unwrap();
     let mut urls = vec![];
     for u in ["user07", "user08"] {

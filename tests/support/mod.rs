@@ -137,3 +137,20 @@ pub fn job(participant: &str, n: u64) -> comfy_multi::queue::NewJob {
         ..Default::default()
     }
 }
+
+/// Stores the recorded ComfyUI 0.3.64 node catalogue as connected worker
+/// `gpu0`'s, as the hub does when a worker registers.
+pub async fn store_catalogue(queue: &Queue) {
+    let info = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/comfyui-0.3.64/object_info.json"
+    ))
+    .unwrap();
+    queue.put_object_info("d1", &info).await.unwrap();
+    let worker = serde_json::json!({"id": "gpu0", "object_info_digest": "d1",
+        "system_stats": {"system": {"os": "posix", "comfyui_version": "0.3.64"}, "devices": [{"name": "cpu"}]}});
+    queue
+        .set_worker("gpu0", Some(&worker.to_string()))
+        .await
+        .unwrap();
+}
