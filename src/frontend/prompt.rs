@@ -99,10 +99,7 @@ pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
             Json(json!({"prompt_id": e.id, "number": e.number, "node_errors": {}})).into_response()
         }
         Err(QueueError::Refused { refusal, message }) => {
-            let status = AppError::from(QueueError::Refused {
-                refusal,
-                message: message.clone(),
-            });
+            // ComfyUI's error shape, so the editor shows the reason.
             let code = match refusal {
                 crate::queue::Refusal::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
                 crate::queue::Refusal::PromptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -111,7 +108,6 @@ pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            let _ = status;
             let body = json!({"error": {"type": refusal.as_str(), "message": message, "details": "", "extra_info": {}}, "node_errors": {}});
             (code, Json(body)).into_response()
         }
