@@ -2,7 +2,7 @@
 //! system stats, the (single-user) users answer, settings, extensions,
 //! i18n and the node catalogue (`object_info`, from the workers via the hub).
 
-use super::FrontendState;
+use super::{json_body, FrontendState};
 use crate::error::AppError;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -95,11 +95,6 @@ pub async fn post_setting(
     let mut m = read_settings(&s).await;
     m.insert(id, value);
     write_settings(&s, &m).await
-}
-
-/// A JSON body whatever its Content-Type (the app sends none).
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))
 }
 
 pub async fn extensions() -> Json<Value> {

@@ -291,8 +291,7 @@ pub async fn post_queue(
     State(s): State<FrontendState>,
     body: Bytes,
 ) -> Result<StatusCode, AppError> {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+    let v: Value = super::json_body(&body)?;
     if v["clear"] == true {
         s.queue.clear_queue(&s.participant).await?;
     }

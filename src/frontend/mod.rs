@@ -63,6 +63,13 @@ impl FrontendState {
     }
 }
 
+/// A JSON body whatever its Content-Type (the app and script clients send
+/// none or a form type).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::error::AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| crate::error::AppError::BadRequest(format!("invalid JSON: {e}")))
+}
+
 /// The API routes, as ComfyUI registers them: each at `/X` and `/api/X`.
 fn api() -> Router<FrontendState> {
     use axum::routing::post;

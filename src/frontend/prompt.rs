@@ -211,8 +211,7 @@ pub async fn post_history(
     State(s): State<FrontendState>,
     body: Bytes,
 ) -> Result<StatusCode, AppError> {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("invalid JSON: {e}")))?;
+    let v: Value = super::json_body(&body)?;
     if v["clear"] == true {
         s.queue.delete_history(&s.participant, &[]).await?;
     }
