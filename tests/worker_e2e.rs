@@ -321,13 +321,14 @@ async fn cancelling_a_running_job_stops_only_that_job() {
         .await
         .unwrap()
         .id;
+    // Only once `a` runs does `b` arrive, so it waits behind it in ComfyUI.
+    wait_status(&hub, &a, &[Status::Running], 60).await;
     let b = hub
         .queue
         .enqueue(sleep_job("user02", 3.0, 4))
         .await
         .unwrap()
         .id;
-    wait_status(&hub, &a, &[Status::Running], 60).await;
     wait_status(&hub, &b, &[Status::Leased], 10).await;
     hub.queue.cancel(&b, &Actor::Admin).await.unwrap();
     let jb = wait_status(
@@ -376,7 +377,8 @@ async fn two_workers_share_three_participants_jobs_by_the_policy() {
         let j = wait_status(&hub, id, &[Status::Succeeded, Status::Failed], 120).await;
         assert_eq!(j.status, Status::Succeeded, "{j:?}");
         workers.insert(j.worker.clone().unwrap());
-        order.push((j.started_ms.unwrap(), j.participant.clone()));
+        // Fencing tokens number the leases in the order they were handed out.
+        order.push((j.lease_token.unwrap(), j.participant.clone()));
     }
     assert_eq!(workers.len(), 2, "both workers ran jobs: {workers:?}");
     order.sort();
@@ -385,6 +387,6 @@ async fn two_workers_share_three_participants_jobs_by_the_policy() {
     assert_eq!(
         first_three.len(),
         3,
-        "round-robin starts one job of each participant first: {order:?}"
+        "round-robin leases one job of each participant first: {order:?}"
     );
 }
