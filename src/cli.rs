@@ -290,13 +290,31 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         .await
         .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
     let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
+    let creds_file = config
+        .participants
+        .credentials_file
+        .as_ref()
+        .context("participants.credentials_file is required: every participant logs in")?;
+    let creds = crate::auth::CredentialsFile::load(creds_file)?
+        .get(&user)
+        .cloned()
+        .with_context(|| format!("{} has no [{user}] login", creds_file.display()))?;
+    let session_secret = match &config.hub.session_secret_file {
+        Some(f) => crate::config::read_secret(f)?,
+        None => String::new(),
+    };
+    let secure = config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     let state = crate::frontend::FrontendState::new(
         &user,
         queue,
         static_dir,
         config.state_dir.join("users").join(&user),
         config.frontend.max_upload_bytes,
-    );
+    )
+    .with_login(creds, session_secret.as_bytes(), secure);
     let result = match parse_listen(&listen).map_err(anyhow::Error::msg)? {
         ListenAddr::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

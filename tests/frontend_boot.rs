@@ -284,7 +284,7 @@ async fn the_comfyui_editor_boots_in_chromium_with_every_node_known() {
 }
 
 #[test]
-fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it() {
+fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it_and_requires_a_login() {
     use std::io::{Read, Write};
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -293,11 +293,19 @@ fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[redis]\nurl = {:?}\n[frontend]\nstatic_dir = {:?}\n",
+            "state_dir = {:?}\n[redis]\nurl = {:?}\n[frontend]\nstatic_dir = {:?}\n\
+             [participants]\ncredentials_file = {:?}\n",
             dir.path(),
             redis.url(),
-            static_dir()
+            static_dir(),
+            dir.path().join("participants.toml"),
         ),
+    )
+    .unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        dir.path().join("participants.toml"),
+        format!("[user07]\npassword = \"pw-user07\"\ntoken = \"{token}\"\n"),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_comfy-multi"))
@@ -317,22 +325,28 @@ fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it() {
     }
     let _child = Kill(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut s = loop {
-        match std::os::unix::net::UnixStream::connect(&sock) {
-            Ok(s) => break s,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
+    let get = |auth: &str| {
+        let mut s = loop {
+            match std::os::unix::net::UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("no socket: {e}"),
             }
-            Err(e) => panic!("no socket: {e}"),
-        }
+        };
+        write!(
+            s,
+            "GET /user07/api/users HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
     };
-    write!(
-        s,
-        "GET /user07/api/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let out = get(&format!("Authorization: Bearer {token}\r\n"));
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("\"storage\":\"server\""), "{out}");
+    let out = get("");
+    assert!(out.starts_with("HTTP/1.1 401"), "no login: {out}");
 }

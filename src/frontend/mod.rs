@@ -7,6 +7,7 @@
 
 mod boot;
 mod jobs;
+mod login;
 mod prompt;
 mod userdata;
 mod ws;
@@ -41,6 +42,9 @@ pub struct FrontendState {
     object_info: Arc<Mutex<Option<CachedObjectInfo>>>,
     /// Serializes read-modify-write of the settings file.
     settings_lock: Arc<Mutex<()>>,
+    /// The participant's login; `None` serves without one (tests, embedding
+    /// behind another guard).
+    auth: Option<Arc<login::FrontendAuth>>,
 }
 
 impl FrontendState {
@@ -59,7 +63,26 @@ impl FrontendState {
             max_upload_bytes,
             object_info: Arc::default(),
             settings_lock: Arc::default(),
+            auth: None,
         }
+    }
+
+    /// Requires this participant's login (password → session cookie, or
+    /// `Authorization: Bearer <token>`) on every API route. `secure`: the
+    /// cookie is only sent over https.
+    pub fn with_login(
+        mut self,
+        creds: crate::auth::Credentials,
+        session_secret: &[u8],
+        secure: bool,
+    ) -> Self {
+        self.auth = Some(Arc::new(login::FrontendAuth::new(
+            &self.participant,
+            creds,
+            session_secret,
+            secure,
+        )));
+        self
     }
 }
 
@@ -110,20 +133,39 @@ fn api() -> Router<FrontendState> {
         .route("/free", post(boot::no_content))
 }
 
-/// The participant's whole server, mounted under `/<participant>/`.
+/// The participant's whole server, mounted under `/<participant>/`, with the
+/// app's absolute `/assets/` paths.
 pub fn router(state: FrontendState) -> Router {
+    let static_dir = state.static_dir.clone();
+    routes(state).merge(assets(&static_dir))
+}
+
+/// The app's manifest and favicons name a few absolute `/assets/` paths;
+/// served once per address (several participants may share one).
+pub fn assets(static_dir: &std::path::Path) -> Router {
+    Router::new().nest_service("/assets", ServeDir::new(static_dir.join("assets")))
+}
+
+/// One participant's routes under `/<participant>/` (no `/assets`), so that
+/// several participants can be merged into one router.
+pub fn routes(state: FrontendState) -> Router {
+    use axum::routing::post;
     let prefix = format!("/{}", state.participant);
     let static_dir = state.static_dir.clone();
+    let guard = axum::middleware::from_fn_with_state(state.clone(), login::guard);
     let inner = Router::new()
         .merge(api())
         .nest("/api", api())
         .route("/internal/folder_paths", get(boot::empty_object))
         .route("/user.css", get(boot::user_css))
+        .route_layer(guard.clone())
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", post(login::logout))
+        // The app's own files are public; everything they call is guarded.
         .fallback_service(ServeDir::new(&static_dir))
-        .with_state(state);
-    let bare = prefix.clone();
+        .with_state(state.clone());
     let index = static_dir.join("index.html");
-    Router::new()
+    let index_page = Router::new()
         .route(
             &format!("{prefix}/"),
             get(move || async move {
@@ -140,9 +182,12 @@ pub fn router(state: FrontendState) -> Router {
                 }
             }),
         )
+        .route_layer(guard)
+        .with_state(state);
+    let bare = prefix.clone();
+    Router::new()
+        .merge(index_page)
         .nest(&prefix, inner)
-        // The app's manifest and favicons name a few absolute /assets/ paths.
-        .nest_service("/assets", ServeDir::new(static_dir.join("assets")))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let bare = bare.clone();
