@@ -62,10 +62,26 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Everything on one machine for a try-out.
+    /// Everything on one machine for a try-out: Redis, hub, every
+    /// participant's editor and a worker per ComfyUI, on one port.
     Up {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// A ComfyUI to run jobs on (repeat for several).
+        #[arg(long = "comfyui", value_name = "URL")]
+        comfyui: Vec<String>,
+        /// How many participants (user01, user02, …).
+        #[arg(long, default_value_t = 3)]
+        participants: u32,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on (0.0.0.0 for the room's network).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Where the queue, files and logins live.
+        #[arg(long, default_value = "comfy-multi-state")]
+        state_dir: PathBuf,
+        /// Use this Redis instead of starting a private one.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Validate the configuration and print what is wrong (exit 1).
     CheckConfig,
@@ -131,7 +147,24 @@ pub fn main() -> ExitCode {
         Command::Frontend { user, listen } => run_async(frontend(config, user, listen)),
         Command::Worker { .. } => run_async(worker(config)),
         Command::Admin { .. } => not_yet("admin"),
-        Command::Up { .. } => not_yet("up"),
+        Command::Up {
+            comfyui,
+            participants,
+            port,
+            host,
+            state_dir,
+            redis,
+        } => run_async(crate::up::up(
+            config,
+            crate::up::UpOptions {
+                comfyui,
+                participants,
+                host,
+                port,
+                state_dir,
+                redis,
+            },
+        )),
     }
 }
 
@@ -275,15 +308,7 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
     if !crate::queue::valid_name(&user) {
         anyhow::bail!("--user {user:?} is not a valid participant name (a-z, 0-9, _ and -)");
     }
-    let static_dir = config.frontend.static_dir.clone().context(
-        "frontend.static_dir is not set: run scripts/frontend/install.sh and point it at the printed static dir",
-    )?;
-    if !static_dir.join("index.html").exists() {
-        anyhow::bail!(
-            "{} holds no index.html (the ComfyUI frontend's static dir)",
-            static_dir.display()
-        );
-    }
+    let static_dir = crate::frontend::find_static_dir(config.frontend.static_dir.as_deref())?;
     let token = shutdown::on_signal();
     let url = config.redis.resolve_url()?;
     let queue = queue::Queue::connect(&url, &config.redis.key_prefix, config.queue.settings())

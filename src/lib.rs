@@ -14,4 +14,5 @@ pub mod queue;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;
+pub mod up;
 pub mod worker;

@@ -657,3 +657,30 @@ async fn a_released_job_is_retried_at_once_and_the_old_token_is_dead() {
     assert_eq!(j.status, Status::Failed);
     assert!(j.error.unwrap().message.contains("ComfyUI went down"));
 }
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_participant_and_is_kept_as_the_latest() {
+    let (redis, q) = setup().await;
+    let mut a = q.subscribe(Some("user01")).await.unwrap();
+    let mut b = q.subscribe(Some("user02")).await.unwrap();
+    assert_eq!(q.last_broadcast().await.unwrap(), None);
+    let before = key_count(&redis, &q).await;
+    assert!(q.broadcast("   ").await.is_err());
+    assert!(q.broadcast(&"x".repeat(501)).await.is_err());
+    assert_eq!(
+        key_count(&redis, &q).await,
+        before,
+        "refused: nothing written"
+    );
+    let sent = q.broadcast("Break until 11:00 ☕").await.unwrap();
+    for rx in [&mut a, &mut b] {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["broadcast"]["message"], "Break until 11:00 ☕");
+        assert_eq!(v["broadcast"]["id"], sent.id.as_str());
+    }
+    assert_eq!(q.last_broadcast().await.unwrap(), Some(sent));
+}

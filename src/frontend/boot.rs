@@ -97,10 +97,6 @@ pub async fn post_setting(
     write_settings(&s, &m).await
 }
 
-pub async fn extensions() -> Json<Value> {
-    Json(json!([]))
-}
-
 pub async fn i18n() -> Json<Value> {
     Json(json!({}))
 }

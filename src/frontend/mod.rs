@@ -6,11 +6,15 @@
 //! uploads and login come next.
 
 mod boot;
+mod extension;
 mod jobs;
+mod locate;
 mod login;
 mod prompt;
 mod userdata;
 mod ws;
+
+pub use locate::{find_static_dir, PINNED_FRONTEND};
 
 use crate::queue::Queue;
 use axum::extract::Request;
@@ -112,7 +116,8 @@ fn api() -> Router<FrontendState> {
                 .post(userdata::post)
                 .delete(userdata::delete),
         )
-        .route("/extensions", get(boot::extensions))
+        .route("/extensions", get(extension::list))
+        .route("/comfy-multi/status", get(extension::status))
         .route("/i18n", get(boot::i18n))
         .route("/object_info", get(boot::object_info))
         .route("/embeddings", get(boot::empty_list))
@@ -158,6 +163,7 @@ pub fn routes(state: FrontendState) -> Router {
         .nest("/api", api())
         .route("/internal/folder_paths", get(boot::empty_object))
         .route("/user.css", get(boot::user_css))
+        .route(extension::SCRIPT_PATH, get(extension::script))
         .route_layer(guard.clone())
         .route("/login", get(login::show).post(login::submit))
         .route("/logout", post(login::logout))

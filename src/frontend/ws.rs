@@ -122,6 +122,10 @@ async fn session(mut socket: WebSocket, s: FrontendState, client_id: Option<Stri
                         out.push(text(ev));
                     }
                     Some("job_preview") => out.extend(preview_frame(&v, metadata)),
+                    // The instructor's message; the extension script shows it.
+                    _ if v.get("broadcast").is_some() => out.push(text(
+                        json!({"type": "comfy_multi.broadcast", "data": v["broadcast"]}),
+                    )),
                     // A state change of one of this participant's jobs. The
                     // end marker waits for it, so that a client reading
                     // /history right after it finds the job there.

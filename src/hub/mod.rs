@@ -61,35 +61,53 @@ async fn healthz(State(s): State<HubState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Runs the hub on an already-bound listener until `shutdown` is cancelled.
-pub async fn run(
-    listener: TcpListener,
-    state: HubState,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let reaper = tokio::spawn(reaper::run(
-        state.queue.clone(),
-        state.reap_interval,
-        shutdown.clone(),
-    ));
+/// Starts the hub's background tasks (lease reaper, work watcher) until
+/// `shutdown`; the handle ends with the reaper.
+pub fn spawn_background(
+    state: &HubState,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(watch_for_work(
         state.queue.clone(),
         state.work_available.clone(),
         shutdown.clone(),
     ));
-    let app = router(state);
-    // Nagle off: worker and browser sockets carry many small frames.
+    tokio::spawn(reaper::run(
+        state.queue.clone(),
+        state.reap_interval,
+        shutdown.clone(),
+    ))
+}
+
+/// Serves `app` on a TCP listener with Nagle off (worker and browser
+/// sockets carry many small frames) until `shutdown`.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
-    shutdown.cancel();
-    reaper.await?;
     Ok(())
+}
+
+/// Runs the hub on an already-bound listener until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    state: HubState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let background = spawn_background(&state, &shutdown);
+    let result = serve_tcp(listener, router(state), shutdown.clone()).await;
+    shutdown.cancel();
+    background.await?;
+    result
 }
 
 /// Wakes idle worker sessions whenever a job is queued (new, requeued or

@@ -124,6 +124,10 @@ impl Keys {
     pub fn admin_channel(&self) -> String {
         self.scoped("ev", "@admin")
     }
+    /// Pub/sub channel of messages for every participant (broadcasts).
+    pub fn all_participants_channel(&self) -> String {
+        self.scoped("ev", "@all")
+    }
     /// Pattern matching every channel above, for the admin page.
     pub fn all_channels_pattern(&self) -> String {
         let mut escaped = String::new();

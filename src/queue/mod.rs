@@ -14,7 +14,7 @@ mod scripts;
 pub use error::{QueueError, Refusal};
 pub use job::{Enqueued, Expiry, Job, JobError, Lease, Mode, NewJob, Outcome, Status};
 pub use reads::{
-    Counts, ParticipantInfo, ParticipantQueue, QueueSnapshot, RuntimeSettings, Waiting,
+    Broadcast, Counts, ParticipantInfo, ParticipantQueue, QueueSnapshot, RuntimeSettings, Waiting,
 };
 
 use futures_util::StreamExt;
@@ -120,6 +120,13 @@ pub fn valid_name(name: &str) -> bool {
 /// A canonical (lowercase, hyphenated) UUID.
 pub fn valid_job_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn invalid(message: impl Into<String>) -> QueueError {
@@ -558,6 +565,34 @@ impl Queue {
         Ok(())
     }
 
+    /// Sends the instructor's message to every participant (their editors
+    /// show it as a toast) and keeps it as the latest broadcast.
+    pub async fn broadcast(&self, message: &str) -> Result<Broadcast, QueueError> {
+        let message = message.trim();
+        if message.is_empty() || message.chars().count() > 500 {
+            return Err(invalid("a broadcast is 1 to 500 characters"));
+        }
+        let b = Broadcast {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            message: message.to_string(),
+            at_ms: now_ms(),
+        };
+        let json = serde_json::to_string(&b).map_err(|e| invalid(&e.to_string()))?;
+        self.run(&scripts::scripts().broadcast, argv![&json])
+            .await?;
+        Ok(b)
+    }
+
+    /// The latest broadcast, if any.
+    pub async fn last_broadcast(&self) -> Result<Option<Broadcast>, QueueError> {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.settings())
+            .arg("broadcast")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(v.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
     /// Stores a ComfyUI `object_info` under its digest (once).
     pub async fn put_object_info(&self, digest: &str, json: &str) -> Result<(), QueueError> {
         // SET NX answers OK or nil; either is fine.
@@ -627,6 +662,9 @@ impl Queue {
             Some(u) => {
                 check_name("participant", u)?;
                 pubsub.subscribe(self.keys.participant_channel(u)).await?;
+                pubsub
+                    .subscribe(self.keys.all_participants_channel())
+                    .await?;
             }
             None => pubsub.psubscribe(self.keys.all_channels_pattern()).await?,
         }

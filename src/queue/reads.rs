@@ -23,6 +23,14 @@ pub struct Waiting {
     pub priority: bool,
 }
 
+/// The instructor's message to every participant.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Broadcast {
+    pub id: String,
+    pub message: String,
+    pub at_ms: u64,
+}
+
 /// The whole queue, for admins.
 #[derive(Clone, Debug, Serialize)]
 pub struct QueueSnapshot {

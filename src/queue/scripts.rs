@@ -37,6 +37,7 @@ scripts! {
     delete_history => "delete_history.lua",
     register_caps => "register_caps.lua",
     release => "release.lua",
+    broadcast => "broadcast.lua",
 }
 
 /// The process-wide script set.

@@ -1,0 +1,99 @@
+// comfy-multi's extension for the ComfyUI editor: shows the participant who
+// they are, where their jobs stand in the shared queue (position and ETA),
+// and the instructor's broadcasts as toasts. Loaded by the app from
+// /api/extensions like any ComfyUI extension; it patches none of the app's
+// files. The server side is src/frontend/extension.rs.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const SEEN_KEY = "comfy-multi.seen-broadcast";
+// A broadcast older than this is not shown to a page opened later.
+const FRESH_MS = 30 * 60 * 1000;
+
+function toast(detail) {
+  const t = app.extensionManager?.toast;
+  if (t) {
+    t.add({ severity: "info", summary: "Instructor", detail, life: 20000 });
+  } else {
+    alert(detail);
+  }
+}
+
+function showBroadcast(b) {
+  if (!b || !b.id || localStorage.getItem(SEEN_KEY) === b.id) return;
+  localStorage.setItem(SEEN_KEY, b.id);
+  toast(b.message);
+}
+
+function eta(seconds) {
+  if (!(seconds > 0)) return "now";
+  if (seconds < 60) return `~${Math.ceil(seconds)} s`;
+  return `~${Math.ceil(seconds / 60)} min`;
+}
+
+function describe(s) {
+  const parts = [s.participant];
+  if (s.running.length) parts.push(`${s.running.length} running`);
+  if (s.waiting.length) {
+    const next = s.waiting[0];
+    parts.push(`${s.waiting.length} waiting · next is #${next.position + 1} in line, ${eta(next.eta_seconds)}`);
+  }
+  if (!s.running.length && !s.waiting.length) parts.push("no jobs queued");
+  if (s.paused) parts.push("queue paused by the instructor");
+  return parts.join(" · ");
+}
+
+function pill() {
+  let el = document.getElementById("comfy-multi-status");
+  if (el) return el;
+  el = document.createElement("div");
+  el.id = "comfy-multi-status";
+  el.setAttribute("role", "status");
+  Object.assign(el.style, {
+    position: "fixed", left: "12px", bottom: "12px", zIndex: 1000,
+    padding: "4px 10px", borderRadius: "12px", font: "12px/1.6 Inter, Arial, sans-serif",
+    background: "rgba(30,30,30,0.85)", color: "#ddd", border: "1px solid #4e4e4e",
+    pointerEvents: "auto", display: "flex", gap: "10px", alignItems: "center",
+  });
+  const text = document.createElement("span");
+  text.className = "comfy-multi-text";
+  const logout = document.createElement("a");
+  logout.textContent = "Log out";
+  logout.href = "#";
+  Object.assign(logout.style, { color: "#8ab4ff" });
+  logout.onclick = async (e) => {
+    e.preventDefault();
+    await fetch(api.fileURL("/logout"), { method: "POST" });
+    location.href = api.fileURL("/login");
+  };
+  el.append(text, logout);
+  document.body.append(el);
+  return el;
+}
+
+let timer = null;
+async function refresh() {
+  clearTimeout(timer);
+  let s;
+  try {
+    const r = await api.fetchApi("/comfy-multi/status");
+    if (r.status === 401) { location.href = api.fileURL("/login"); return; }
+    s = await r.json();
+  } catch {
+    timer = setTimeout(refresh, 10000);
+    return;
+  }
+  pill().querySelector(".comfy-multi-text").textContent = describe(s);
+  showBroadcast(s.broadcast && Date.now() - s.broadcast.at_ms < FRESH_MS ? s.broadcast : null);
+  // Others' jobs move this participant's place in line: poll while waiting.
+  timer = setTimeout(refresh, s.waiting.length ? 5000 : 30000);
+}
+
+app.registerExtension({
+  name: "comfy-multi.workshop",
+  async setup() {
+    api.addEventListener("comfy_multi.broadcast", (e) => showBroadcast(e.detail));
+    api.addEventListener("status", () => refresh());
+    await refresh();
+  },
+});
