@@ -577,7 +577,7 @@ impl Queue {
             message: message.to_string(),
             at_ms: now_ms(),
         };
-        let json = serde_json::to_string(&b).map_err(|e| invalid(&e.to_string()))?;
+        let json = serde_json::to_string(&b).map_err(|e| invalid(e.to_string()))?;
         self.run(&scripts::scripts().broadcast, argv![&json])
             .await?;
         Ok(b)
