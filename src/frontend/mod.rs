@@ -8,8 +8,11 @@
 mod boot;
 mod jobs;
 mod prompt;
+mod seed;
 mod userdata;
 mod ws;
+
+pub use seed::seed_workflows;
 
 use crate::queue::Queue;
 use axum::extract::Request;
