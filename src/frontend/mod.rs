@@ -11,10 +11,12 @@ mod jobs;
 mod locate;
 mod login;
 mod prompt;
+mod seed;
 mod userdata;
 mod ws;
 
 pub use locate::{find_static_dir, PINNED_FRONTEND};
+pub use seed::seed_workflows;
 
 use crate::queue::Queue;
 use axum::extract::Request;
