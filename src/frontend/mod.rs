@@ -6,6 +6,7 @@
 //! uploads and login come next.
 
 mod boot;
+mod files;
 mod jobs;
 mod prompt;
 mod userdata;
@@ -72,6 +73,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::er
 
 /// The API routes, as ComfyUI registers them: each at `/X` and `/api/X`.
 fn api() -> Router<FrontendState> {
+    use axum::extract::DefaultBodyLimit;
     use axum::routing::post;
     Router::new()
         .route("/features", get(boot::features))
@@ -106,7 +108,19 @@ fn api() -> Router<FrontendState> {
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/history", get(prompt::history).post(prompt::post_history))
         .route("/history/{id}", get(prompt::history_one))
-        .route("/view", get(prompt::view))
+        .route("/view", get(files::view))
+        .route("/view_metadata/{folder}", get(files::view_metadata))
+        .route("/models", get(files::models))
+        .route("/models/{folder}", get(files::models_in))
+        // Uploads check `max_upload_bytes` themselves, while streaming.
+        .route(
+            "/upload/image",
+            post(files::upload_image).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/upload/mask",
+            post(files::upload_mask).layer(DefaultBodyLimit::disable()),
+        )
         .route("/free", post(boot::no_content))
 }
 
@@ -118,6 +132,7 @@ pub fn router(state: FrontendState) -> Router {
         .merge(api())
         .nest("/api", api())
         .route("/internal/folder_paths", get(boot::empty_object))
+        .route("/internal/files/{kind}", get(files::internal_files))
         .route("/user.css", get(boot::user_css))
         .fallback_service(ServeDir::new(&static_dir))
         .with_state(state);
