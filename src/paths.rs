@@ -55,6 +55,66 @@ pub fn store_unique(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
     Err(io::Error::other("too many files with the same name"))
 }
 
+/// Like [`store_unique`], but as ComfyUI's upload does it: a taken name
+/// whose file has the same bytes as `tmp` is reused (nothing is stored and
+/// `tmp` is removed); a taken name with other bytes moves on to `name (1)`,
+/// `name (2)`, … Returns the name used.
+pub fn store_unique_or_same(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    for n in 0..10_000u32 {
+        let candidate = if n == 0 {
+            name.to_string()
+        } else {
+            numbered(name, n)
+        };
+        let target = dir.join(&candidate);
+        match std::fs::hard_link(tmp, &target) {
+            Ok(()) => {
+                std::fs::remove_file(tmp)?;
+                sync_dir(dir);
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if same_bytes(tmp, &target)? {
+                    std::fs::remove_file(tmp)?;
+                    return Ok(candidate);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("too many files with the same name"))
+}
+
+/// Whether `a` and `b` are regular files with the same bytes.
+pub fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    if !ma.is_file() || !mb.is_file() || ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            // Same length, so `b` is at its end too.
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Makes a new directory entry durable (best effort).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +174,39 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(d.path().join("out/img (2).png")).unwrap(),
             "2"
+        );
+    }
+
+    #[test]
+    fn storing_reuses_a_name_whose_file_has_the_same_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let put = |bytes: &str| {
+            let tmp = d.path().join("tmp");
+            std::fs::write(&tmp, bytes).unwrap();
+            let name = store_unique_or_same(&tmp, &out, "img.png").unwrap();
+            assert!(!tmp.exists());
+            name
+        };
+        assert_eq!(put("a"), "img.png");
+        assert_eq!(put("a"), "img.png");
+        assert_eq!(put("b"), "img (1).png");
+        assert_eq!(put("b"), "img (1).png");
+        assert_eq!(put("c"), "img (2).png");
+        assert_eq!(std::fs::read_to_string(out.join("img.png")).unwrap(), "a");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_folder_with_the_name_is_skipped_not_compared() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir_all(out.join("img.png")).unwrap();
+        let tmp = d.path().join("tmp");
+        std::fs::write(&tmp, "a").unwrap();
+        assert_eq!(
+            store_unique_or_same(&tmp, &out, "img.png").unwrap(),
+            "img (1).png"
         );
     }
 }

@@ -121,12 +121,13 @@ pub async fn catalogue(s: &FrontendState) -> Option<Arc<String>> {
 }
 
 /// The node catalogue of the connected workers (stored by the hub once per
-/// digest), cached until the workers' digest changes.
+/// digest), cached until the workers' digest changes; `LoadImage`-style
+/// file lists show this participant's own uploads.
 pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
     let text = load_catalogue(&s).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        text.as_str().to_owned(),
+        super::files::with_own_files(&s, &text).await,
     ))
 }
 

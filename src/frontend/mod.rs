@@ -7,6 +7,7 @@
 
 mod boot;
 mod extension;
+mod files;
 mod jobs;
 mod locate;
 mod login;
@@ -101,6 +102,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::er
 
 /// The API routes, as ComfyUI registers them: each at `/X` and `/api/X`.
 fn api() -> Router<FrontendState> {
+    use axum::extract::DefaultBodyLimit;
     use axum::routing::post;
     Router::new()
         .route("/features", get(boot::features))
@@ -136,7 +138,19 @@ fn api() -> Router<FrontendState> {
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/history", get(prompt::history).post(prompt::post_history))
         .route("/history/{id}", get(prompt::history_one))
-        .route("/view", get(prompt::view))
+        .route("/view", get(files::view))
+        .route("/view_metadata/{folder}", get(files::view_metadata))
+        .route("/models", get(files::models))
+        .route("/models/{folder}", get(files::models_in))
+        // Uploads check `max_upload_bytes` themselves, while streaming.
+        .route(
+            "/upload/image",
+            post(files::upload_image).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/upload/mask",
+            post(files::upload_mask).layer(DefaultBodyLimit::disable()),
+        )
         .route("/free", post(boot::no_content))
 }
 
@@ -164,6 +178,7 @@ pub fn routes(state: FrontendState) -> Router {
         .merge(api())
         .nest("/api", api())
         .route("/internal/folder_paths", get(boot::empty_object))
+        .route("/internal/files/{kind}", get(files::internal_files))
         .route("/user.css", get(boot::user_css))
         .route(extension::SCRIPT_PATH, get(extension::script))
         .route_layer(guard.clone())

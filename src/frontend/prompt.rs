@@ -1,16 +1,15 @@
 //! Queueing from the editor: `POST /prompt` (checked against the workers'
 //! node catalogue, answered in ComfyUI's shapes so the editor highlights
 //! bad nodes), `GET /prompt`, `GET /queue`, and the participant's history
-//! and output files (`/history`, `/view`). Everything is this participant's
+//! (`/history`; `/view` is in `files.rs`). Everything is this participant's
 //! only: another participant's job ids answer as if they did not exist.
 
 use super::FrontendState;
 use crate::error::AppError;
-use crate::paths::safe_join;
 use crate::queue::{Job, NewJob, QueueError, Status};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -225,49 +224,4 @@ pub async fn post_history(
         }
     }
     Ok(StatusCode::OK)
-}
-
-#[derive(Deserialize)]
-pub struct ViewQuery {
-    filename: String,
-    #[serde(default)]
-    subfolder: String,
-    #[serde(rename = "type", default = "output")]
-    kind: String,
-}
-
-fn output() -> String {
-    "output".into()
-}
-
-/// `GET /view?filename=&subfolder=&type=`: one of this participant's files.
-pub async fn view(
-    State(s): State<FrontendState>,
-    Query(q): Query<ViewQuery>,
-) -> Result<Response, AppError> {
-    if !matches!(q.kind.as_str(), "output" | "input" | "temp") {
-        return Err(AppError::NotFound);
-    }
-    let rel = if q.subfolder.is_empty() {
-        q.filename.clone()
-    } else {
-        format!("{}/{}", q.subfolder, q.filename)
-    };
-    let path = safe_join(&s.user_dir.join(&q.kind), &rel).ok_or(AppError::NotFound)?;
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|_| AppError::NotFound)?;
-    let mime = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "wav" => "audio/wav",
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        _ => "application/octet-stream",
-    };
-    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
