@@ -332,11 +332,14 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
+    let user_dir = config.state_dir.join("users").join(&user);
+    let workflows = crate::frontend::find_workflows_dir(config.frontend.workflows_dir.as_deref());
+    crate::frontend::seed_participant(workflows.as_deref(), &user, &user_dir).await;
     let state = crate::frontend::FrontendState::new(
         &user,
         queue,
         static_dir,
-        config.state_dir.join("users").join(&user),
+        user_dir,
         config.frontend.max_upload_bytes,
     )
     .with_login(creds, session_secret.as_bytes(), secure);

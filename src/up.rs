@@ -226,7 +226,10 @@ async fn run(
     };
     let background = hub::spawn_background(&hub_state, &shutdown);
     let mut app = hub::router(hub_state);
+    let workflows = frontend::find_workflows_dir(config.frontend.workflows_dir.as_deref());
     for name in &names {
+        let user_dir = state_dir.join("users").join(name);
+        frontend::seed_participant(workflows.as_deref(), name, &user_dir).await;
         let login = creds
             .get(name)
             .cloned()
@@ -235,7 +238,7 @@ async fn run(
             name,
             queue.clone(),
             static_dir.to_path_buf(),
-            state_dir.join("users").join(name),
+            user_dir,
             config.frontend.max_upload_bytes,
         )
         .with_login(login, secret.as_bytes(), false);

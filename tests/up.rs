@@ -156,6 +156,26 @@ async fn up_runs_a_workshop_and_keeps_everything_across_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The pre-loaded workflows are in user01's workflow browser.
+    let listed: Value = http
+        .get(format!(
+            "{base}/user01/api/userdata?dir=workflows&recurse=true&split=false"
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "demo/01-solid-color-invert.json"),
+        "{listed}"
+    );
     let workflow: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

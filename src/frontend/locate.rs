@@ -54,3 +54,23 @@ pub fn find_static_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
          (or set frontend.static_dir to a comfyui-frontend-package static/ directory)",
     )
 }
+
+/// The pre-loaded workflows to seed: the configured directory, else the
+/// repository's `workflows/` when run from a checkout.
+pub fn find_workflows_dir(configured: Option<&Path>) -> Option<PathBuf> {
+    match configured {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => Some(PathBuf::from("workflows")).filter(|d| d.is_dir()),
+    }
+}
+
+/// Seeds `user_dir` with the pre-loaded workflows (never overwriting a
+/// participant's edits); problems are logged, not fatal.
+pub async fn seed_participant(workflows: Option<&Path>, participant: &str, user_dir: &Path) {
+    let Some(dir) = workflows else { return };
+    match super::seed_workflows(dir, user_dir).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(participant, added = n, "pre-loaded workflows seeded"),
+        Err(e) => tracing::warn!(participant, "seeding workflows from {}: {e}", dir.display()),
+    }
+}

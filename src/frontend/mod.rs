@@ -16,7 +16,7 @@ mod seed;
 mod userdata;
 mod ws;
 
-pub use locate::{find_static_dir, PINNED_FRONTEND};
+pub use locate::{find_static_dir, find_workflows_dir, seed_participant, PINNED_FRONTEND};
 pub use seed::seed_workflows;
 
 use crate::queue::Queue;
