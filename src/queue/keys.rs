@@ -116,6 +116,10 @@ impl Keys {
     pub fn workers(&self) -> String {
         self.global("workers")
     }
+    /// Set: workers being drained (no new leases).
+    pub fn draining(&self) -> String {
+        self.global("draining")
+    }
     /// Pub/sub channel of one participant's job changes.
     pub fn participant_channel(&self, participant: &str) -> String {
         self.scoped("ev", participant)

@@ -583,6 +583,25 @@ impl Queue {
         Ok(b)
     }
 
+    /// Drains a worker (it keeps its jobs, gets no new ones) or undrains it.
+    pub async fn set_draining(&self, worker: &str, draining: bool) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        let v = if draining { "1" } else { "0" };
+        self.run(&scripts::scripts().set_draining, argv![worker, v])
+            .await?;
+        Ok(())
+    }
+
+    /// Workers being drained.
+    pub async fn draining(&self) -> Result<Vec<String>, QueueError> {
+        let mut v: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.draining())
+            .query_async(&mut self.conn())
+            .await?;
+        v.sort();
+        Ok(v)
+    }
+
     /// The latest broadcast, if any.
     pub async fn last_broadcast(&self) -> Result<Option<Broadcast>, QueueError> {
         let v: Option<String> = redis::cmd("HGET")

@@ -38,6 +38,7 @@ scripts! {
     register_caps => "register_caps.lua",
     release => "release.lua",
     broadcast => "broadcast.lua",
+    set_draining => "set_draining.lua",
 }
 
 /// The process-wide script set.

@@ -4,7 +4,8 @@
 --       5 scan limit (candidates looked at per structure),
 --       6 default mode (when none was set at runtime)
 -- Returns: {"ok", id, token, participant, prompt, extra, attempts, number}
---        | {"none"} when nothing is eligible or dispatch is paused
+--        | {"none"} when nothing is eligible, dispatch is paused or the
+--          worker is being drained
 -- The priority lane goes first; then `fifo` (global order), `round_robin`
 -- (participants take turns) or `fair_share` (start-time fair queueing on
 -- GPU time: lowest virtual start tag first). Every structure is kept up to
@@ -13,6 +14,7 @@ local worker, lease_ms, default_cost = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV
 local limit = tonumber(ARGV[5])
 local s = redis.call('HMGET', K_SETTINGS, 'paused_dispatch', 'mode', 'vtime')
 if s[1] == '1' then return {'none'} end
+if redis.call('SISMEMBER', k('draining'), worker) == 1 then return {'none'} end
 local mode = s[2] or ARGV[6]
 local V = num(s[3], 0)
 local caps = k('caps', worker)
