@@ -9,6 +9,7 @@ mod boot;
 mod jobs;
 mod prompt;
 mod userdata;
+mod validate;
 mod ws;
 
 use crate::queue::Queue;
