@@ -43,14 +43,20 @@ async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, 
     })
 }
 
+/// Listing the participant's input folder stops after this many files.
+const MAX_OWN_INPUTS: usize = 10_000;
+
 /// The participant's input files: paths relative to `<user_dir>/input`,
-/// `/` separated, sorted.
+/// `/` separated, sorted; symlinks are left out.
 // TODO: files::own_input_files
 async fn own_inputs(s: &FrontendState) -> Vec<String> {
     let root = s.user_dir.join("input");
     let mut found = Vec::new();
     let mut dirs = vec![(root, String::new())];
     while let Some((dir, prefix)) = dirs.pop() {
+        if found.len() >= MAX_OWN_INPUTS {
+            break;
+        }
         let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
             continue;
         };
