@@ -228,7 +228,7 @@ async fn a_script_client_queues_waits_reads_history_and_views_outputs() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["error"]["type"], "invalid_prompt");
+    assert_eq!(e["error"]["type"], "missing_node_type");
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()

@@ -14,6 +14,7 @@ mod login;
 mod prompt;
 mod seed;
 mod userdata;
+mod validate;
 mod ws;
 
 pub use locate::{find_static_dir, find_workflows_dir, seed_participant, PINNED_FRONTEND};

@@ -4,7 +4,7 @@
 //! (`/history`; `/view` is in `files.rs`). Everything is this participant's
 //! only: another participant's job ids answer as if they did not exist.
 
-use super::FrontendState;
+use super::{validate, FrontendState};
 use crate::error::AppError;
 use crate::queue::{Job, NewJob, QueueError, Status};
 use axum::body::Bytes;
@@ -24,37 +24,58 @@ fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Res
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// Checks node types against the catalogue; `None` when it looks runnable.
-fn invalid(prompt: &Map<String, Value>, catalogue: Option<&Value>) -> Option<Response> {
-    let mut has_output = false;
-    for (id, node) in prompt {
-        let Some(class) = node.get("class_type").and_then(Value::as_str) else {
-            return Some(rejected(
-                "invalid_prompt",
-                &format!("Cannot execute because a node is missing the class_type property.: Node ID '#{id}'"),
-                "",
-                json!({}),
-            ));
+/// Checks the prompt as ComfyUI would: fully against the workers' node
+/// catalogue when one is known, else only that every node names a type.
+async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, Response> {
+    let catalogue = super::boot::catalogue(s).await;
+    let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
+    let checked = match &catalogue {
+        Some(catalogue) => {
+            let own = own_inputs(s).await;
+            validate::validate(prompt, catalogue, &own).map(|v| Value::Object(v.node_errors))
+        }
+        None => validate::class_types_present(prompt).map(|()| json!({})),
+    };
+    checked.map_err(|r| {
+        tracing::info!(participant = %s.participant, kind = r.kind(), "prompt refused");
+        (StatusCode::BAD_REQUEST, Json(r.body())).into_response()
+    })
+}
+
+/// Listing the participant's input folder stops after this many files.
+const MAX_OWN_INPUTS: usize = 10_000;
+
+/// The participant's input files: paths relative to `<user_dir>/input`,
+/// `/` separated, sorted; symlinks are left out.
+// TODO: files::own_input_files
+async fn own_inputs(s: &FrontendState) -> Vec<String> {
+    let root = s.user_dir.join("input");
+    let mut found = Vec::new();
+    let mut dirs = vec![(root, String::new())];
+    while let Some((dir, prefix)) = dirs.pop() {
+        if found.len() >= MAX_OWN_INPUTS {
+            break;
+        }
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            continue;
         };
-        if let Some(cat) = catalogue {
-            match cat.get(class) {
-                None => {
-                    return Some(rejected(
-                        "invalid_prompt",
-                        &format!(
-                            "Cannot execute because node {class} does not exist.: Node ID '#{id}'"
-                        ),
-                        &format!("Node ID '#{id}'"),
-                        json!({}),
-                    ))
-                }
-                Some(info) => has_output |= info["output_node"] == true,
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let Ok(kind) = entry.file_type().await else {
+                continue;
+            };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            if kind.is_dir() {
+                dirs.push((entry.path(), format!("{rel}/")));
+            } else if kind.is_file() {
+                found.push(rel);
             }
-        } else {
-            has_output = true;
         }
     }
-    (!has_output).then(|| rejected("prompt_no_outputs", "Prompt has no outputs", "", json!([])))
+    found.sort();
+    found
 }
 
 /// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
@@ -70,13 +91,17 @@ pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
         );
     };
     let Some(prompt) = v.get("prompt").and_then(Value::as_object) else {
-        return rejected("no_prompt", "No prompt provided", "", json!({}));
+        return rejected(
+            "no_prompt",
+            "No prompt provided",
+            "No prompt provided",
+            json!({}),
+        );
     };
-    let catalogue = super::boot::catalogue(&s).await;
-    let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(r) = invalid(prompt, catalogue.as_ref()) {
-        return r;
-    }
+    let node_errors = match check(&s, prompt).await {
+        Ok(node_errors) => node_errors,
+        Err(refused) => return refused,
+    };
     let id = v
         .get("prompt_id")
         .and_then(Value::as_str)
@@ -94,9 +119,8 @@ pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
         ..Default::default()
     };
     match s.queue.enqueue(job).await {
-        Ok(e) => {
-            Json(json!({"prompt_id": e.id, "number": e.number, "node_errors": {}})).into_response()
-        }
+        Ok(e) => Json(json!({"prompt_id": e.id, "number": e.number, "node_errors": node_errors}))
+            .into_response(),
         Err(QueueError::Refused { refusal, message }) => {
             // ComfyUI's error shape, so the editor shows the reason.
             let code = match refusal {
