@@ -31,7 +31,7 @@ async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, 
     let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
     let checked = match &catalogue {
         Some(catalogue) => {
-            let own = own_inputs(s).await;
+            let own = super::files::own_input_files(s).await;
             validate::validate(prompt, catalogue, &own).map(|v| Value::Object(v.node_errors))
         }
         None => validate::class_types_present(prompt).map(|()| json!({})),
@@ -40,42 +40,6 @@ async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, 
         tracing::info!(participant = %s.participant, kind = r.kind(), "prompt refused");
         (StatusCode::BAD_REQUEST, Json(r.body())).into_response()
     })
-}
-
-/// Listing the participant's input folder stops after this many files.
-const MAX_OWN_INPUTS: usize = 10_000;
-
-/// The participant's input files: paths relative to `<user_dir>/input`,
-/// `/` separated, sorted; symlinks are left out.
-// TODO: files::own_input_files
-async fn own_inputs(s: &FrontendState) -> Vec<String> {
-    let root = s.user_dir.join("input");
-    let mut found = Vec::new();
-    let mut dirs = vec![(root, String::new())];
-    while let Some((dir, prefix)) = dirs.pop() {
-        if found.len() >= MAX_OWN_INPUTS {
-            break;
-        }
-        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
-            continue;
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let Ok(kind) = entry.file_type().await else {
-                continue;
-            };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let rel = format!("{prefix}{name}");
-            if kind.is_dir() {
-                dirs.push((entry.path(), format!("{rel}/")));
-            } else if kind.is_file() {
-                found.push(rel);
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 /// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
