@@ -88,6 +88,8 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
     let stop = CancellationToken::new();
     let token = uuid::Uuid::new_v4().to_string();
     let s = HubState {
+        admin: None,
+        participants: Default::default(),
         queue: queue.clone(),
         reap_interval: Duration::from_secs(1),
         state_dir: state.path().to_path_buf(),

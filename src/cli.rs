@@ -240,7 +240,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let admin = admin_login(&config)?;
+    if admin.is_none() {
+        tracing::warn!("no admin login configured (participants.credentials_file [admin] or hub.admin_password_file): the admin API is closed");
+    }
+    let mut participants = config.participants.names.clone();
+    participants.extend(config.participants.instructor.iter().cloned());
     let state = hub::HubState {
+        admin,
+        participants: std::sync::Arc::new(participants),
         queue,
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
         state_dir: config.state_dir.clone(),
@@ -259,6 +267,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let result = hub::run(listener, state, token).await;
     systemd::stopping();
     result
+}
+
+/// The instructor's login: `[admin]` of the credentials file, else the
+/// password in `hub.admin_password_file` (which then also serves as the
+/// CLI's token). Cookies are signed with `hub.session_secret_file`.
+fn admin_login(config: &Config) -> anyhow::Result<Option<std::sync::Arc<hub::admin::AdminAuth>>> {
+    let from_file = match &config.participants.credentials_file {
+        Some(f) if f.exists() => crate::auth::CredentialsFile::load(f)?
+            .get(crate::auth::ADMIN)
+            .cloned(),
+        _ => None,
+    };
+    let creds = match (from_file, &config.hub.admin_password_file) {
+        (Some(c), _) => c,
+        (None, Some(f)) => {
+            let password = crate::config::read_secret(f)?;
+            crate::auth::Credentials {
+                token: password.clone(),
+                password,
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    let secret = match &config.hub.session_secret_file {
+        Some(f) => crate::config::read_secret(f)?,
+        None => String::new(),
+    };
+    let secure = config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    Ok(Some(std::sync::Arc::new(hub::admin::AdminAuth::new(
+        creds,
+        secret.as_bytes(),
+        secure,
+    ))))
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {

@@ -215,7 +215,17 @@ async fn run(
     let base = format!("http://{shown_host}:{port}");
 
     let internal_token = uuid::Uuid::new_v4().simple().to_string();
+    let admin = creds
+        .get(ADMIN)
+        .cloned()
+        .context("the admin login went missing")?;
     let hub_state = hub::HubState {
+        admin: Some(Arc::new(hub::admin::AdminAuth::new(
+            admin,
+            secret.as_bytes(),
+            false,
+        ))),
+        participants: Arc::new(names.clone()),
         queue: queue.clone(),
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
         state_dir: state_dir.to_path_buf(),
@@ -273,6 +283,9 @@ async fn run(
         if let Some(c) = creds.get(name) {
             println!("  {name:<8} {base}/{name}/   password: {}", c.password);
         }
+    }
+    if let Some(c) = creds.get(ADMIN) {
+        println!("  {:<8} {base}/admin/   password: {}", ADMIN, c.password);
     }
     println!(
         "Logins (and tokens for scripts) are stored in {}",

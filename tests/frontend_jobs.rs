@@ -257,3 +257,29 @@ async fn the_jobs_api_lists_and_cancels_this_participants_jobs_only() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn an_open_editor_socket_shows_the_participant_online_until_it_closes() {
+    let (_r, queue, mine, _theirs, _s) = setup().await;
+    assert!(queue.online().await.unwrap().is_empty());
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/ws?clientId=abc",
+        mine.replacen("http", "ws", 1)
+    ))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while queue.online().await.unwrap().get("user07") != Some(&1) {
+        assert!(std::time::Instant::now() < deadline, "not online");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(queue.online().await.unwrap().get("user08"), None);
+    drop(ws);
+    while queue.online().await.unwrap().contains_key("user07") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still online after closing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -109,7 +109,7 @@ async fn up_runs_a_workshop_and_keeps_everything_across_a_restart() {
     let port = free_port();
     let mut up = start_up(comfy, state.path(), port);
     let names: Vec<&str> = up.printed.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["user01", "user02"]);
+    assert_eq!(names, ["user01", "user02", "admin"]);
     let toml_text = std::fs::read_to_string(state.path().join("participants.toml")).unwrap();
     assert!(toml_text.contains("[admin]"));
     assert!(

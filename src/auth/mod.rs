@@ -5,10 +5,12 @@
 
 mod credentials;
 mod limiter;
+mod page;
 mod session;
 
 pub use credentials::{Credentials, CredentialsFile, ADMIN};
 pub use limiter::LoginLimiter;
+pub use page::{escape, login_page};
 pub use session::{SessionKey, SESSION_TTL};
 
 /// Compares two byte strings in constant time (no early exit).

@@ -87,12 +87,40 @@ async fn session(mut socket: WebSocket, s: FrontendState, client_id: Option<Stri
     if socket.send(status(&s, Some(&sid)).await).await.is_err() {
         return;
     }
+    // Presence for the instructor's "online" column, refreshed while open.
+    let presence = uuid::Uuid::new_v4().simple().to_string();
+    let _ = s
+        .queue
+        .set_online(&s.participant, &presence, ONLINE_TTL)
+        .await;
+    let mut refresh = tokio::time::interval(ONLINE_TTL / 3);
+    refresh.tick().await;
+    serve(&mut socket, &s, &mut events, &mut refresh, &presence).await;
+    let _ = s
+        .queue
+        .set_online(&s.participant, &presence, std::time::Duration::ZERO)
+        .await;
+}
+
+/// How long an editor socket counts as online without a refresh.
+const ONLINE_TTL: std::time::Duration = std::time::Duration::from_secs(90);
+
+async fn serve(
+    socket: &mut WebSocket,
+    s: &FrontendState,
+    events: &mut tokio::sync::mpsc::Receiver<String>,
+    refresh: &mut tokio::time::Interval,
+    presence: &str,
+) {
     let mut metadata = false;
     // Jobs whose end this socket has already told (to synthesize one for jobs
     // that ended without a worker's events: refused, cancelled while waiting).
     let mut ended = std::collections::HashSet::new();
     loop {
         tokio::select! {
+            _ = refresh.tick() => {
+                let _ = s.queue.set_online(&s.participant, presence, ONLINE_TTL).await;
+            }
             m = socket.recv() => {
                 let Some(Ok(m)) = m else { return };
                 let Message::Text(t) = m else { continue };
@@ -150,7 +178,7 @@ async fn session(mut socket: WebSocket, s: FrontendState, client_id: Option<Stri
                             }
                             out.push(end_marker(&v["job"]));
                         }
-                        out.push(status(&s, None).await);
+                        out.push(status(s, None).await);
                     }
                     _ => {}
                 }

@@ -2,6 +2,7 @@
 //! lease reaper and health check; the admin API and metrics join it here
 //! (one route table in [`router`]).
 
+pub mod admin;
 pub mod auth;
 mod files;
 mod gateway;
@@ -33,6 +34,10 @@ pub struct HubState {
     pub shutdown: CancellationToken,
     /// Woken when a job becomes available (idle workers lease at once).
     pub work_available: Arc<tokio::sync::Notify>,
+    /// The instructor's login; `None`: the admin routes answer 401.
+    pub admin: Option<Arc<admin::AdminAuth>>,
+    /// The workshop's participants (shown even before their first job).
+    pub participants: Arc<Vec<String>>,
 }
 
 impl HubState {
@@ -49,7 +54,8 @@ pub fn router(state: HubState) -> Router {
         .route(crate::protocol::CONNECT_PATH, get(gateway::connect))
         .route("/worker/v1/jobs/{job}/input", get(files::get_input))
         .route("/worker/v1/jobs/{job}/output", post(files::put_output))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(admin::routes(state))
 }
 
 /// `200 ok` while Redis answers, `503` otherwise.

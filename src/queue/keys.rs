@@ -116,6 +116,10 @@ impl Keys {
     pub fn workers(&self) -> String {
         self.global("workers")
     }
+    /// Sorted set: open editor sockets (`participant\nsession` → expiry ms).
+    pub fn online(&self) -> String {
+        self.global("online")
+    }
     /// Set: workers being drained (no new leases).
     pub fn draining(&self) -> String {
         self.global("draining")

@@ -583,6 +583,53 @@ impl Queue {
         Ok(b)
     }
 
+    /// Marks one editor socket of `participant` open for `ttl` (refreshed
+    /// while it stays open), or closed with `ttl` = 0. Presence only, for
+    /// the instructor's "online" column; no queue state.
+    pub async fn set_online(
+        &self,
+        participant: &str,
+        session: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        check_name("participant", participant)?;
+        let member = format!("{participant}\n{session}");
+        let mut pipe = redis::pipe();
+        if ttl.is_zero() {
+            pipe.zrem(self.keys.online(), member);
+        } else {
+            pipe.zadd(
+                self.keys.online(),
+                member,
+                now_ms() + ttl.as_millis() as u64,
+            );
+        }
+        // Forget sockets whose process died without saying goodbye.
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.online())
+            .arg("-inf")
+            .arg(now_ms());
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Open editor sockets per participant.
+    pub async fn online(&self) -> Result<std::collections::HashMap<String, usize>, QueueError> {
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.online())
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut self.conn())
+            .await?;
+        let mut out = std::collections::HashMap::new();
+        for m in members {
+            if let Some((p, _)) = m.split_once('\n') {
+                *out.entry(p.to_string()).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Drains a worker (it keeps its jobs, gets no new ones) or undrains it.
     pub async fn set_draining(&self, worker: &str, draining: bool) -> Result<(), QueueError> {
         check_name("worker", worker)?;

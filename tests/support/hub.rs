@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const WORKER_TOKEN: &str = "test-worker-token-0123456789";
+pub const ADMIN_PASSWORD: &str = "admin-pass-2345";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+/// Participants the hub knows before they queue anything.
+pub const PARTICIPANTS: [&str; 3] = ["user01", "user02", "user03"];
 
 pub struct TestHub {
     pub url: String,
@@ -39,6 +43,15 @@ impl TestHub {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let s = HubState {
+            admin: Some(Arc::new(hub::admin::AdminAuth::new(
+                comfy_multi::auth::Credentials {
+                    password: ADMIN_PASSWORD.into(),
+                    token: ADMIN_TOKEN.into(),
+                },
+                b"test-session-secret",
+                false,
+            ))),
+            participants: Arc::new(PARTICIPANTS.iter().map(|p| p.to_string()).collect()),
             queue: self.queue.clone(),
             reap_interval: Duration::from_millis(200),
             state_dir: self.state.path().to_path_buf(),

@@ -14,7 +14,7 @@ local worker, lease_ms, default_cost = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV
 local limit = tonumber(ARGV[5])
 local s = redis.call('HMGET', K_SETTINGS, 'paused_dispatch', 'mode', 'vtime')
 if s[1] == '1' then return {'none'} end
-if redis.call('SISMEMBER', k('draining'), worker) == 1 then return {'none'} end
+if redis.call('SISMEMBER', P .. ':draining', worker) == 1 then return {'none'} end
 local mode = s[2] or ARGV[6]
 local V = num(s[3], 0)
 local caps = k('caps', worker)

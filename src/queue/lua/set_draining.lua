@@ -3,7 +3,7 @@
 -- KEYS: the common list (prelude.lua).
 -- ARGV: 1 prefix, 2 worker id, 3 "1" drain | "0" undrain
 -- Returns: {"ok", "1" | "0"} (the resulting state)
-local set = k('draining')
+local set = P .. ':draining'
 if ARGV[3] == '1' then
   redis.call('SADD', set, ARGV[2])
 else

@@ -1,0 +1,54 @@
+//! The login page shared by participants' editors and the admin dashboard,
+//! in the ComfyUI look (dark, one field, no external assets).
+
+use axum::response::Html;
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A login page in the ComfyUI editor's look: one password field posted to
+/// `action`. `message` (escaped) explains a refusal.
+pub fn login_page(
+    subtitle: &str,
+    action: &str,
+    label: &str,
+    message: Option<&str>,
+) -> Html<String> {
+    let message = message
+        .map(|m| format!(r#"<p class="err" role="alert">{}</p>"#, escape(m)))
+        .unwrap_or_default();
+    let (subtitle, action, label) = (escape(subtitle), escape(action), escape(label));
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ComfyUI · {subtitle}</title>
+<style>
+:root {{ color-scheme: dark; }}
+body {{ margin:0; min-height:100vh; display:grid; place-items:center;
+  background:#202020; color:#ddd; font:15px/1.4 Inter, Arial, sans-serif; }}
+form {{ background:#353535; border:1px solid #4e4e4e; border-radius:8px;
+  padding:28px 32px; width:min(320px, 86vw); box-shadow:0 8px 24px #0008; }}
+h1 {{ margin:0 0 4px; font-size:22px; color:#fff; }}
+p {{ margin:0 0 18px; color:#aaa; }}
+label {{ display:block; margin-bottom:6px; }}
+input {{ box-sizing:border-box; width:100%; padding:9px 10px; border-radius:6px;
+  border:1px solid #4e4e4e; background:#222; color:#fff; font-size:16px; }}
+input:focus {{ outline:2px solid #4a8cff; }}
+button {{ margin-top:16px; width:100%; padding:10px; border:0; border-radius:6px;
+  background:#4a8cff; color:#fff; font-size:15px; cursor:pointer; }}
+.err {{ color:#ff8080; margin:12px 0 0; }}
+</style></head>
+<body><form method="post" action="{action}">
+<h1>ComfyUI</h1><p>{subtitle}</p>
+<label for="password">{label}</label>
+<input id="password" name="password" type="password" autocomplete="current-password" autofocus required>
+<button type="submit">Log in</button>{message}
+</form></body></html>"#
+    ))
+}

@@ -1,0 +1,52 @@
+//! The instructor's side of the hub: `/admin/` (dashboard, login) and the
+//! admin API under `/admin/api/…` that both the dashboard and
+//! `comfy-multi admin` use. One route table here; handlers in `api.rs`,
+//! login and the guard in `session.rs`. Every action is logged to the
+//! `audit` target (who, what, when).
+
+mod api;
+mod session;
+
+pub use session::AdminAuth;
+
+use super::HubState;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// The admin routes, guarded except for the login page.
+pub fn routes(state: HubState) -> Router {
+    let guard = axum::middleware::from_fn_with_state(state.clone(), session::guard);
+    let api = Router::new()
+        .route("/status", get(api::status))
+        .route("/queue", get(api::queue))
+        .route("/users", get(api::users))
+        .route("/workers", get(api::workers))
+        .route("/events", get(api::events))
+        .route("/jobs/{id}/cancel", post(api::cancel))
+        .route("/jobs/{id}/prioritize", post(api::prioritize))
+        .route("/jobs/{id}/move", post(api::move_job))
+        .route("/mode", post(api::set_mode))
+        .route("/pause", post(api::pause))
+        .route("/resume", post(api::resume))
+        .route("/broadcast", post(api::broadcast))
+        .route("/max_pending", post(api::max_pending))
+        .route("/users/{name}/lock", post(api::lock))
+        .route("/users/{name}/unlock", post(api::unlock))
+        .route("/users/{name}/clear", post(api::clear))
+        .route("/users/{name}/max_pending", post(api::user_max_pending))
+        .route("/workers/{id}/drain", post(api::drain))
+        .route("/workers/{id}/undrain", post(api::undrain));
+    Router::new()
+        .nest("/admin/api", api)
+        .route("/admin/", get(session::dashboard))
+        .route_layer(guard)
+        .route("/admin", get(session::to_slash))
+        .route("/admin/login", get(session::show).post(session::submit))
+        .route("/admin/logout", post(session::logout))
+        .with_state(state)
+}
+
+/// Records an admin action in the log (target `audit`).
+fn audit(who: &str, action: &str, target: &str) {
+    tracing::info!(target: "audit", admin = who, action, target, "admin action");
+}
