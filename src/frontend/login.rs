@@ -108,6 +108,7 @@ fn page(participant: &str, message: Option<&str>) -> Html<String> {
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>ComfyUI · {name}</title>
+<link rel="icon" href="/{name}/assets/favicon.ico">
 <style>
 :root {{ color-scheme: dark; }}
 body {{ margin:0; min-height:100vh; display:grid; place-items:center;
