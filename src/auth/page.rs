@@ -28,6 +28,7 @@ pub fn login_page(
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>ComfyUI · {subtitle}</title>
+<link rel="icon" href="data:,">
 <style>
 :root {{ color-scheme: dark; }}
 body {{ margin:0; min-height:100vh; display:grid; place-items:center;
