@@ -59,8 +59,18 @@ pub enum Command {
     },
     /// Instructor commands against the hub's admin API.
     Admin {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The hub's URL (default: from hub.listen).
+        #[arg(long, env = "COMFY_MULTI_HUB")]
+        hub: Option<String>,
+        /// The admin token, or a credentials file with an [admin] login
+        /// (e.g. <state-dir>/participants.toml of `comfy-multi up`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON answer instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: crate::admin_cli::AdminCommand,
     },
     /// Everything on one machine for a try-out: Redis, hub, every
     /// participant's editor and a worker per ComfyUI, on one port.
@@ -146,7 +156,30 @@ pub fn main() -> ExitCode {
         Command::Serve { .. } => run_async(serve(config)),
         Command::Frontend { user, listen } => run_async(frontend(config, user, listen)),
         Command::Worker { .. } => run_async(worker(config)),
-        Command::Admin { .. } => not_yet("admin"),
+        Command::Admin {
+            hub,
+            token_file,
+            json,
+            command,
+        } => {
+            // A terminal tool: one line on failure, no log formatting.
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let target =
+                            crate::admin_cli::AdminTarget::resolve(&config, hub, token_file)?;
+                        crate::admin_cli::run(&target, command, json).await
+                    })
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("comfy-multi admin: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Up {
             comfyui,
             participants,
@@ -166,11 +199,6 @@ pub fn main() -> ExitCode {
             },
         )),
     }
-}
-
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("comfy-multi {what}: not implemented yet");
-    ExitCode::from(2)
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -2,6 +2,7 @@
 //! real ComfyUI editor, a few GPUs shared fairly through one durable queue,
 //! the instructor in control. See `docs/ARCHITECTURE.md` for the map.
 
+pub mod admin_cli;
 pub mod auth;
 pub mod cli;
 pub mod config;

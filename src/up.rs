@@ -292,6 +292,10 @@ async fn run(
         creds_path.display()
     );
     println!(
+        "Instructor CLI: comfy-multi admin --hub {base} --token-file {} status",
+        creds_path.display()
+    );
+    println!(
         "State (queue, uploads, outputs) is in {}: running `comfy-multi up` again with it keeps everything. Ctrl-C stops.",
         state_dir.display()
     );
