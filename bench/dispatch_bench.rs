@@ -88,6 +88,7 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
     let stop = CancellationToken::new();
     let token = uuid::Uuid::new_v4().to_string();
     let s = HubState {
+        metrics: Default::default(),
         admin: None,
         participants: Default::default(),
         queue: queue.clone(),

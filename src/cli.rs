@@ -275,6 +275,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut participants = config.participants.names.clone();
     participants.extend(config.participants.instructor.iter().cloned());
     let state = hub::HubState {
+        metrics: Default::default(),
         admin,
         participants: std::sync::Arc::new(participants),
         queue,

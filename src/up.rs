@@ -220,6 +220,7 @@ async fn run(
         .cloned()
         .context("the admin login went missing")?;
     let hub_state = hub::HubState {
+        metrics: Default::default(),
         admin: Some(Arc::new(hub::admin::AdminAuth::new(
             admin,
             secret.as_bytes(),

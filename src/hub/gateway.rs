@@ -123,6 +123,7 @@ async fn session(socket: WebSocket, s: HubState) {
         s.work_available.clone(),
         tx.clone(),
         s.shutdown.clone(),
+        s.metrics.clone(),
     ));
 
     loop {
@@ -138,7 +139,13 @@ async fn session(socket: WebSocket, s: HubState) {
         if matches!(msg, WorkerMsg::Release { .. }) {
             *cooldown.lock().unwrap() = Some(std::time::Instant::now() + COOLDOWN);
         }
-        handle(&q, &worker, msg, &held, &healthy, &wake, &tx).await;
+        if let WorkerMsg::Health { healthy: h, .. } = &msg {
+            // The instructor sees it on the dashboard.
+            let mut info = info.clone();
+            info["healthy"] = json!(h);
+            let _ = q.set_worker(&worker, Some(&info.to_string())).await;
+        }
+        handle(&q, &worker, msg, &held, &healthy, &wake, &tx, &s.metrics).await;
     }
     feeder.abort();
     writer.abort();
@@ -173,8 +180,14 @@ async fn feed(
     work: Arc<Notify>,
     tx: mpsc::Sender<HubMsg>,
     shutdown: tokio_util::sync::CancellationToken,
+    metrics: Arc<super::metrics::Metrics>,
 ) {
+    // Since when this worker has held nothing (for the idle-gap metric).
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
+        if idle_since.is_none() && held.lock().unwrap().is_empty() {
+            idle_since = Some(std::time::Instant::now());
+        }
         let cooling = cooldown
             .lock()
             .unwrap()
@@ -184,6 +197,9 @@ async fn feed(
         if room {
             match q.lease(&worker).await {
                 Ok(Some(lease)) => {
+                    if let Some(t) = idle_since.take() {
+                        metrics.idle_gap(&worker, t.elapsed().as_secs_f64());
+                    }
                     held.lock().unwrap().insert(
                         lease.job_id.clone(),
                         (lease.token, lease.participant.clone()),
@@ -207,6 +223,7 @@ async fn feed(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     q: &Queue,
     worker: &str,
@@ -215,6 +232,7 @@ async fn handle(
     healthy: &AtomicBool,
     wake: &Notify,
     tx: &mpsc::Sender<HubMsg>,
+    metrics: &super::metrics::Metrics,
 ) {
     let participant = msg.job().and_then(|(job, token)| {
         held.lock()
@@ -285,6 +303,19 @@ async fn handle(
             let r = q
                 .finish(&job, token, outcome, &outputs, error.as_ref(), gpu_seconds)
                 .await;
+            if r.is_ok() {
+                if let Ok(Some(j)) = q.job(&job).await {
+                    let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
+                        _ => None,
+                    };
+                    metrics.job_finished(
+                        worker,
+                        secs(Some(j.created_ms), j.started_ms),
+                        secs(j.started_ms, j.finished_ms),
+                    );
+                }
+            }
             if report(tx, &job, r.map(|_| ())).await {
                 drop_job(&job);
             }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 mod files;
 mod gateway;
+pub mod metrics;
 mod reaper;
 
 use crate::queue::Queue;
@@ -38,6 +39,8 @@ pub struct HubState {
     pub admin: Option<Arc<admin::AdminAuth>>,
     /// The workshop's participants (shown even before their first job).
     pub participants: Arc<Vec<String>>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl HubState {
@@ -51,11 +54,26 @@ impl HubState {
 pub fn router(state: HubState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route(crate::protocol::CONNECT_PATH, get(gateway::connect))
         .route("/worker/v1/jobs/{job}/input", get(files::get_input))
         .route("/worker/v1/jobs/{job}/output", post(files::put_output))
         .with_state(state.clone())
         .merge(admin::routes(state))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_text(
+    State(s): State<HubState>,
+) -> Result<impl axum::response::IntoResponse, crate::error::AppError> {
+    let text = s.metrics.render(&s.queue).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 /// `200 ok` while Redis answers, `503` otherwise.

@@ -43,6 +43,7 @@ impl TestHub {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let s = HubState {
+            metrics: Default::default(),
             admin: Some(Arc::new(hub::admin::AdminAuth::new(
                 comfy_multi::auth::Credentials {
                     password: ADMIN_PASSWORD.into(),

@@ -1,0 +1,259 @@
+//! `/metrics` in Prometheus text format. The queue's own numbers (waiting
+//! jobs per participant, outcomes, lease expiries, retries) are read from
+//! Redis at scrape time, so they survive hub restarts; timings the hub
+//! sees pass through it (wait and run time when a job finishes, a worker's
+//! idle gap between jobs, busy seconds) are kept in-process. Labels carry
+//! participant and worker names only: no secrets, no prompt contents.
+
+use crate::queue::{Counts, Queue};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The hub's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    scraped: Arc<Mutex<Scraped>>,
+    wait: Histogram,
+    run: Histogram,
+    idle_gap: Family<Labels, Histogram>,
+    busy_seconds: Family<Labels, Counter<f64>>,
+}
+
+/// What the last scrape read from Redis.
+#[derive(Debug, Default)]
+struct Scraped {
+    counts: Counts,
+    workers: Vec<(String, u64, u64)>,
+    online: usize,
+}
+
+#[derive(Debug)]
+struct QueueCollector(Arc<Mutex<Scraped>>);
+
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: Vec<(Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let Some(kind) = rows.first().map(|(_, m)| m.metric_type()) else {
+        return Ok(());
+    };
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in &rows {
+        metric.encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for QueueCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &s.counts;
+        let mut waiting: Vec<(Labels, ConstGauge<i64>)> = c
+            .waiting_by_participant
+            .iter()
+            .map(|(p, n)| (vec![("participant", p.clone())], ConstGauge::new(*n as i64)))
+            .collect();
+        waiting.sort_by(|a, b| a.0.cmp(&b.0));
+        family(
+            &mut enc,
+            "waiting_jobs",
+            "Jobs waiting, by participant",
+            waiting,
+        )?;
+        let one = |v: u64| vec![(Labels::new(), ConstGauge::new(v as i64))];
+        family(
+            &mut enc,
+            "waiting_jobs_all",
+            "Jobs waiting in all",
+            one(c.waiting),
+        )?;
+        family(
+            &mut enc,
+            "running_jobs",
+            "Jobs leased or running",
+            one(c.leased_or_running),
+        )?;
+        let outcomes = [
+            ("succeeded", c.succeeded),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+        ]
+        .into_iter()
+        .map(|(o, n)| (vec![("outcome", o.to_string())], ConstCounter::new(n)))
+        .collect();
+        family(
+            &mut enc,
+            "jobs_finished",
+            "Finished jobs by outcome",
+            outcomes,
+        )?;
+        let counter = |v: u64| vec![(Labels::new(), ConstCounter::new(v))];
+        family(
+            &mut enc,
+            "jobs_enqueued",
+            "Jobs accepted into the queue",
+            counter(c.enqueued),
+        )?;
+        family(
+            &mut enc,
+            "lease_expiries",
+            "Leases that expired (worker lost)",
+            counter(c.lease_expiries),
+        )?;
+        family(
+            &mut enc,
+            "retries",
+            "Jobs handed out again after a failed attempt",
+            counter(c.retries),
+        )?;
+        let workers: Vec<(Labels, ConstGauge<f64>)> = s
+            .workers
+            .iter()
+            .map(|(w, running, cap)| {
+                let ratio = if *cap == 0 {
+                    0.0
+                } else {
+                    *running as f64 / *cap as f64
+                };
+                (vec![("worker", w.clone())], ConstGauge::new(ratio))
+            })
+            .collect();
+        family(
+            &mut enc,
+            "worker_busy_ratio",
+            "Running jobs / capacity, per connected worker",
+            workers,
+        )?;
+        family(
+            &mut enc,
+            "workers_connected",
+            "Connected worker agents",
+            one(s.workers.len() as u64),
+        )?;
+        family(
+            &mut enc,
+            "participants_online",
+            "Participants with an open editor",
+            one(s.online as u64),
+        )?;
+        Ok(())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("comfy_multi");
+        let scraped = Arc::<Mutex<Scraped>>::default();
+        registry.register_collector(Box::new(QueueCollector(scraped.clone())));
+        // 0.1 s … ~1.8 h: from trivial jobs to a long queue.
+        let wait = Histogram::new(exponential_buckets(0.1, 2.0, 17));
+        let run = Histogram::new(exponential_buckets(0.1, 2.0, 15));
+        let idle_gap = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 20))
+        });
+        let busy_seconds = Family::<Labels, Counter<f64>>::default();
+        registry.register(
+            "job_wait_seconds",
+            "Time from submit to start, per finished job",
+            wait.clone(),
+        );
+        registry.register(
+            "job_run_seconds",
+            "Time from start to finish, per finished job",
+            run.clone(),
+        );
+        registry.register(
+            "worker_idle_gap_seconds",
+            "Time a worker waited between finishing a job and being handed the next",
+            idle_gap.clone(),
+        );
+        registry.register(
+            "worker_busy_seconds",
+            "Seconds of finished jobs, per worker (rate() gives the busy ratio)",
+            busy_seconds.clone(),
+        );
+        Self {
+            registry,
+            scraped,
+            wait,
+            run,
+            idle_gap,
+            busy_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// A job finished on `worker`: its wait and run time.
+    pub fn job_finished(&self, worker: &str, wait_s: Option<f64>, run_s: Option<f64>) {
+        if let Some(w) = wait_s.filter(|w| w.is_finite() && *w >= 0.0) {
+            self.wait.observe(w);
+        }
+        if let Some(r) = run_s.filter(|r| r.is_finite() && *r >= 0.0) {
+            self.run.observe(r);
+            self.busy_seconds
+                .get_or_create(&vec![("worker", worker.to_string())])
+                .inc_by(r);
+        }
+    }
+
+    /// `worker` was handed a job `gap_s` after it last ran out of work.
+    pub fn idle_gap(&self, worker: &str, gap_s: f64) {
+        self.idle_gap
+            .get_or_create(&vec![("worker", worker.to_string())])
+            .observe(gap_s);
+    }
+
+    /// Reads the queue's numbers and renders everything.
+    pub async fn render(&self, queue: &Queue) -> Result<String, crate::error::AppError> {
+        let counts = queue.counts().await?;
+        let online = queue.online().await?.len();
+        let connected = queue.workers().await?;
+        let running = queue.snapshot(1).await?.running;
+        let mut per_worker: HashMap<&str, u64> = HashMap::new();
+        for j in &running {
+            if let Some(w) = j.worker.as_deref() {
+                *per_worker.entry(w).or_default() += 1;
+            }
+        }
+        let mut workers: Vec<(String, u64, u64)> = connected
+            .iter()
+            .map(|(id, info)| {
+                let cap = serde_json::from_str::<serde_json::Value>(info)
+                    .ok()
+                    .and_then(|v| v["capacity"].as_u64())
+                    .unwrap_or(1);
+                (
+                    id.clone(),
+                    per_worker.get(id.as_str()).copied().unwrap_or(0),
+                    cap,
+                )
+            })
+            .collect();
+        workers.sort();
+        {
+            let mut s = self.scraped.lock().unwrap_or_else(|e| e.into_inner());
+            *s = Scraped {
+                counts,
+                workers,
+                online,
+            };
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(crate::error::AppError::internal)?;
+        Ok(out)
+    }
+}
