@@ -37,6 +37,30 @@ pub fn numbered(name: &str, n: u32) -> String {
 /// on existing targets). Returns the name used.
 pub fn store_unique(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
     std::fs::create_dir_all(dir)?;
+    // ComfyUI's own counter (`x_00001_.png`): a taken name moves on to the
+    // next free counter, as SaveImage does, instead of `x_00001_ (1).png`.
+    if let Some((stem, _, ext)) = comfy_counter(name) {
+        let mut next = highest_counter(dir, stem, ext) + 1;
+        for n in 0..10_000u32 {
+            let candidate = if n == 0 {
+                name.to_string()
+            } else {
+                format!("{stem}_{next:05}_.{ext}")
+            };
+            match std::fs::hard_link(tmp, dir.join(&candidate)) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(tmp);
+                    return Ok(candidate);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if n > 0 {
+                        next += 1;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     for n in 0..10_000u32 {
         let candidate = if n == 0 {
             name.to_string()
@@ -53,6 +77,34 @@ pub fn store_unique(tmp: &Path, dir: &Path, name: &str) -> io::Result<String> {
         }
     }
     Err(io::Error::other("too many files with the same name"))
+}
+
+/// `stem_00042_.ext` → (stem, 42, ext): the names ComfyUI's save nodes write.
+fn comfy_counter(name: &str) -> Option<(&str, u64, &str)> {
+    let (base, ext) = name.rsplit_once('.')?;
+    let base = base.strip_suffix('_')?;
+    let (stem, digits) = base.rsplit_once('_')?;
+    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) || ext.is_empty() {
+        return None;
+    }
+    Some((stem, digits.parse().ok()?, ext))
+}
+
+/// The highest counter of `stem_NNNNN_.ext` files in `dir` (0 if none).
+fn highest_counter(dir: &Path, stem: &str, ext: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            match comfy_counter(&name) {
+                Some((s, n, x)) if s == stem && x == ext => Some(n),
+                _ => None,
+            }
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Like [`store_unique`], but as ComfyUI's upload does it: a taken name
@@ -118,6 +170,27 @@ pub fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_comfyui_counter_name_moves_on_to_the_next_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = |name: &str| {
+            let tmp = dir.path().join(".tmp");
+            std::fs::write(&tmp, name).unwrap();
+            store_unique(&tmp, dir.path(), name).unwrap()
+        };
+        assert_eq!(store("inv_00001_.png"), "inv_00001_.png");
+        assert_eq!(store("inv_00001_.png"), "inv_00002_.png");
+        assert_eq!(store("inv_00001_.png"), "inv_00003_.png");
+        assert_eq!(store("other_00001_.png"), "other_00001_.png");
+        assert_eq!(store("inv_00001_.webp"), "inv_00001_.webp");
+        // Names without ComfyUI's counter keep the (1) rule.
+        assert_eq!(store("photo.png"), "photo.png");
+        assert_eq!(store("photo.png"), "photo (1).png");
+        assert_eq!(comfy_counter("a_b_00012_.png"), Some(("a_b", 12, "png")));
+        assert_eq!(comfy_counter("a_0001_.png"), None);
+        assert_eq!(comfy_counter("a_00001.png"), None);
+    }
 
     #[test]
     fn plain_relative_paths_resolve_inside_the_root() {
