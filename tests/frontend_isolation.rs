@@ -719,7 +719,7 @@ const NON_LITERAL: &[(&str, &str)] = &[
 /// Every `.route(PATH, …)` of `src/frontend/mod.rs`: (name, mounted under
 /// `/api` too — the routes of `api()`).
 fn route_table() -> Vec<(String, bool)> {
-    let api_start = ROUTE_TABLE.find("fn api()").expect("fn api() in mod.rs");
+    let api_start = ROUTE_TABLE.find("fn api(").expect("fn api(…) in mod.rs");
     let api_end = api_start + ROUTE_TABLE[api_start..].find("\n}\n").unwrap();
     let mut out = vec![];
     for (at, _) in ROUTE_TABLE.match_indices(".route(") {

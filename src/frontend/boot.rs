@@ -2,9 +2,10 @@
 //! system stats, the (single-user) users answer, settings, extensions,
 //! i18n and the node catalogue (`object_info`, from the workers via the hub).
 
-use super::{json_body, FrontendState};
+use super::{json_body, limited_body, FrontendState, MAX_SETTINGS_BYTES};
 use crate::error::AppError;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -62,8 +63,16 @@ async fn read_settings(s: &FrontendState) -> Map<String, Value> {
     }
 }
 
+/// Writes the settings file, refusing (413, nothing written) one past
+/// [`MAX_SETTINGS_BYTES`]: merged a key at a time, it could grow otherwise.
 async fn write_settings(s: &FrontendState, m: &Map<String, Value>) -> Result<(), AppError> {
     let text = serde_json::to_vec_pretty(m).map_err(AppError::internal)?;
+    if text.len() > MAX_SETTINGS_BYTES {
+        return Err(AppError::TooLarge(format!(
+            "the settings would take {} bytes; the limit is {MAX_SETTINGS_BYTES}",
+            text.len()
+        )));
+    }
     super::userdata::write_atomic(&settings_path(s), &text).await
 }
 
@@ -76,7 +85,11 @@ pub async fn setting(State(s): State<FrontendState>, Path(id): Path<String>) -> 
 }
 
 /// `POST /settings`: merges an object of settings.
-pub async fn post_settings(State(s): State<FrontendState>, body: Bytes) -> Result<(), AppError> {
+pub async fn post_settings(
+    State(s): State<FrontendState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(), AppError> {
+    let body = limited_body(body, MAX_SETTINGS_BYTES)?;
     let update: Map<String, Value> = json_body(&body)?;
     let _guard = s.settings_lock.lock().await;
     let mut m = read_settings(&s).await;
@@ -88,8 +101,9 @@ pub async fn post_settings(State(s): State<FrontendState>, body: Bytes) -> Resul
 pub async fn post_setting(
     State(s): State<FrontendState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(), AppError> {
+    let body = limited_body(body, MAX_SETTINGS_BYTES)?;
     let value: Value = json_body(&body)?;
     let _guard = s.settings_lock.lock().await;
     let mut m = read_settings(&s).await;

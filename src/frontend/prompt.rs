@@ -8,6 +8,7 @@ use super::FrontendState;
 use crate::error::AppError;
 use crate::queue::{Job, NewJob, QueueError, Status};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -60,14 +61,26 @@ fn invalid(prompt: &Map<String, Value>, catalogue: Option<&Value>) -> Option<Res
 /// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
 /// Content-Type (script clients send form-encoded JSON). Client-sent
 /// identity and priority are ignored.
-pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-        return rejected(
-            "invalid_prompt",
-            "the request body is not JSON",
-            "",
-            json!({}),
-        );
+pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let limit = super::max_prompt_body(s.queue.settings().max_prompt_bytes);
+    let body = match super::limited_body(body, limit) {
+        Ok(b) => b,
+        Err(AppError::TooLarge(message)) => {
+            let body = json!({"error": {"type": "prompt_too_large", "message": message, "details": "", "extra_info": {}}, "node_errors": {}});
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+        Err(e) => return rejected("invalid_prompt", &e.to_string(), "", json!({})),
+    };
+    let v = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return rejected(
+                "invalid_prompt",
+                "the request body is not JSON",
+                &e.to_string(),
+                json!({}),
+            )
+        }
     };
     let Some(prompt) = v.get("prompt").and_then(Value::as_object) else {
         return rejected("no_prompt", "No prompt provided", "", json!({}));

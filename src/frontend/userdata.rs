@@ -8,6 +8,7 @@ use super::FrontendState;
 use crate::error::AppError;
 use crate::paths::safe_join;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -173,8 +174,9 @@ pub async fn post(
     Path(file): Path<String>,
     Query(q): Query<PostQuery>,
     uri: Uri,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    let body = super::limited_body(body, super::MAX_USERDATA_BYTES)?;
     let overwrite = q.overwrite.as_deref() != Some("false");
     if let Some((source, dest)) = move_names(&uri) {
         return rename(&s, &source, &dest, overwrite, flag(&q.full_info)).await;
