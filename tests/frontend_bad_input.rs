@@ -622,8 +622,24 @@ async fn malformed_json_on_every_json_taking_post_is_a_400() {
         let (status, text) = send(&t, post("/prompt", body.to_vec())).await;
         assert_comfyui_error(status, &text, 400);
     }
-    let (status, text) = send(&t, post("/prompt", json!({"prompt": {}}).to_string())).await;
-    assert_comfyui_error(status, &text, 400);
+    // Checked against the workers' catalogue: an unknown node type, and a
+    // prompt without an output node.
+    for (prompt, kind) in [
+        (json!({}), "prompt_no_outputs"),
+        (
+            json!({"1": {"class_type": "EmptyImage", "inputs": {}}}),
+            "prompt_no_outputs",
+        ),
+        (
+            json!({"1": {"class_type": "NoSuchNode", "inputs": {}}}),
+            "invalid_prompt",
+        ),
+    ] {
+        let (status, text) = send(&t, post("/prompt", json!({"prompt": prompt}).to_string())).await;
+        assert_comfyui_error(status, &text, 400);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["type"], kind, "{v}");
+    }
 }
 
 #[tokio::test]

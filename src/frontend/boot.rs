@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Settings a participant starts with: the editor opens its default graph
@@ -129,23 +130,38 @@ pub async fn user_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css")], "")
 }
 
+/// The workers' node catalogue as served to the app, and what checking a
+/// prompt needs of it: each node type, and whether it is an output node
+/// (`None` when the text is not a JSON object). Built once per digest, so a
+/// prompt check does not parse the whole catalogue again.
+#[derive(Clone)]
+pub struct Catalogue {
+    pub text: Arc<String>,
+    pub output_nodes: Option<Arc<HashMap<String, bool>>>,
+}
+
 /// The catalogue as JSON text, when a worker has stored one.
 pub async fn catalogue(s: &FrontendState) -> Option<Arc<String>> {
-    load_catalogue(s).await.ok()
+    load_catalogue(s).await.ok().map(|c| c.text)
+}
+
+/// Node type → is an output node, when a worker has stored a catalogue.
+pub async fn output_nodes(s: &FrontendState) -> Option<Arc<HashMap<String, bool>>> {
+    load_catalogue(s).await.ok().and_then(|c| c.output_nodes)
 }
 
 /// The node catalogue of the connected workers (stored by the hub once per
 /// digest), cached until the workers' digest changes; `LoadImage`-style
 /// file lists show this participant's own uploads.
 pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
-    let text = load_catalogue(&s).await?;
+    let text = load_catalogue(&s).await?.text;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         super::files::with_own_files(&s, &text).await,
     ))
 }
 
-async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
+async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
     let worker = a_worker(s)
         .await
         .ok_or_else(|| AppError::Unavailable("no GPU worker is connected yet".into()))?;
@@ -154,27 +170,34 @@ async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
         .unwrap_or_default()
         .to_string();
     let mut cache = s.object_info.lock().await;
-    let text = match cache.as_ref() {
-        Some((d, text)) if *d == digest => text.clone(),
+    let catalogue = match cache.as_ref() {
+        Some((d, c)) if *d == digest => c.clone(),
         _ => {
             let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
                 AppError::Unavailable("the workers' node list is not stored yet".into())
             })?;
-            let text = Arc::new(for_the_app(&text));
-            *cache = Some((digest, text.clone()));
-            text
+            let c = for_the_app(&text);
+            *cache = Some((digest, c.clone()));
+            c
         }
     };
-    Ok(text)
+    Ok(catalogue)
 }
 
 /// Fills in what frontend 1.58 expects of every node and older ComfyUIs
 /// leave out: `python_module` (read with `.split`) and `input_order` (the
 /// widget order, else taken from the key order of `input`).
-fn for_the_app(text: &str) -> String {
+fn for_the_app(text: &str) -> Catalogue {
     let Ok(Value::Object(mut nodes)) = serde_json::from_str::<Value>(text) else {
-        return text.to_string();
+        return Catalogue {
+            text: Arc::new(text.to_string()),
+            output_nodes: None,
+        };
     };
+    let output_nodes = nodes
+        .iter()
+        .map(|(k, n)| (k.clone(), n["output_node"] == true))
+        .collect();
     for node in nodes.values_mut() {
         let Some(n) = node.as_object_mut() else {
             continue;
@@ -194,5 +217,8 @@ fn for_the_app(text: &str) -> String {
             n.insert("input_order".into(), Value::Object(order));
         }
     }
-    Value::Object(nodes).to_string()
+    Catalogue {
+        text: Arc::new(Value::Object(nodes).to_string()),
+        output_nodes: Some(Arc::new(output_nodes)),
+    }
 }

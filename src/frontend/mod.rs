@@ -32,8 +32,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-/// (digest, JSON text) of the workers' node catalogue.
-type CachedObjectInfo = (String, Arc<String>);
+/// (digest, catalogue) of the workers' node catalogue.
+type CachedObjectInfo = (String, boot::Catalogue);
 
 /// What one participant's server shares between requests.
 #[derive(Clone)]

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 /// ComfyUI's 400 answer: `{error: {type, message, details, extra_info}, node_errors}`.
 fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Response {
@@ -25,8 +26,12 @@ fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Res
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// Checks node types against the catalogue; `None` when it looks runnable.
-fn invalid(prompt: &Map<String, Value>, catalogue: Option<&Value>) -> Option<Response> {
+/// Checks node types against the catalogue (node type → is an output
+/// node); `None` when it looks runnable.
+fn invalid(
+    prompt: &Map<String, Value>,
+    catalogue: Option<&HashMap<String, bool>>,
+) -> Option<Response> {
     let mut has_output = false;
     for (id, node) in prompt {
         let Some(class) = node.get("class_type").and_then(Value::as_str) else {
@@ -49,7 +54,7 @@ fn invalid(prompt: &Map<String, Value>, catalogue: Option<&Value>) -> Option<Res
                         json!({}),
                     ))
                 }
-                Some(info) => has_output |= info["output_node"] == true,
+                Some(output) => has_output |= *output,
             }
         } else {
             has_output = true;
@@ -85,9 +90,8 @@ pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejec
     let Some(prompt) = v.get("prompt").and_then(Value::as_object) else {
         return rejected("no_prompt", "No prompt provided", "", json!({}));
     };
-    let catalogue = super::boot::catalogue(&s).await;
-    let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(r) = invalid(prompt, catalogue.as_ref()) {
+    let catalogue = super::boot::output_nodes(&s).await;
+    if let Some(r) = invalid(prompt, catalogue.as_deref()) {
         return r;
     }
     let id = v
