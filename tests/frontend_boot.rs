@@ -137,7 +137,10 @@ async fn boot_endpoints_answer_with_and_without_the_api_prefix() {
         let users = get("/users").await;
         assert!(users.get("users").is_none(), "single-user shape: {users}");
         assert_eq!(get("/settings").await["Comfy.TutorialCompleted"], true);
-        assert_eq!(get("/extensions").await, json!([]));
+        assert_eq!(
+            get("/extensions").await,
+            json!(["/extensions/comfy-multi/comfy-multi.js"])
+        );
         assert!(get("/features").await["supports_preview_metadata"]
             .as_bool()
             .unwrap());
@@ -234,8 +237,44 @@ async fn settings_and_user_files_persist_in_the_participants_folder_only() {
         );
     }
     assert!(!f.state.path().join("users/x").exists() && !f.state.path().join("x").exists());
+    // The editor's rename: POST /userdata/{file}/move/{dest}.
+    let rename = |from: &str, to: &str, overwrite: bool| {
+        c.post(format!(
+            "{api}/userdata/{from}/move/{to}?overwrite={overwrite}"
+        ))
+        .send()
+    };
+    let r = rename(
+        "workflows%2Fmy%20flow.json",
+        "workflows%2Frenamed.json",
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), "workflows/renamed.json");
+    let items: Value = c.get(&list).send().await.unwrap().json().await.unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["path"], "renamed.json");
+    let r = rename("workflows%2Fmy%20flow.json", "workflows%2Fx.json", true)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the source is gone");
+    c.post(format!("{api}/userdata/workflows%2Fother.json"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let r = rename("workflows%2Fother.json", "workflows%2Frenamed.json", false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "a taken name without overwrite");
+    let r = rename("workflows%2Fother.json", "..%2F..%2Fx.json", true)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let r = c
-        .delete(format!("{api}/userdata/workflows%2Fmy%20flow.json"))
+        .delete(format!("{api}/userdata/workflows%2Frenamed.json"))
         .send()
         .await
         .unwrap();

@@ -2,9 +2,10 @@
 //! system stats, the (single-user) users answer, settings, extensions,
 //! i18n and the node catalogue (`object_info`, from the workers via the hub).
 
-use super::{json_body, FrontendState};
+use super::{json_body, limited_body, FrontendState, MAX_SETTINGS_BYTES};
 use crate::error::AppError;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -62,8 +63,16 @@ async fn read_settings(s: &FrontendState) -> Map<String, Value> {
     }
 }
 
+/// Writes the settings file, refusing (413, nothing written) one past
+/// [`MAX_SETTINGS_BYTES`]: merged a key at a time, it could grow otherwise.
 async fn write_settings(s: &FrontendState, m: &Map<String, Value>) -> Result<(), AppError> {
     let text = serde_json::to_vec_pretty(m).map_err(AppError::internal)?;
+    if text.len() > MAX_SETTINGS_BYTES {
+        return Err(AppError::TooLarge(format!(
+            "the settings would take {} bytes; the limit is {MAX_SETTINGS_BYTES}",
+            text.len()
+        )));
+    }
     super::userdata::write_atomic(&settings_path(s), &text).await
 }
 
@@ -76,7 +85,11 @@ pub async fn setting(State(s): State<FrontendState>, Path(id): Path<String>) -> 
 }
 
 /// `POST /settings`: merges an object of settings.
-pub async fn post_settings(State(s): State<FrontendState>, body: Bytes) -> Result<(), AppError> {
+pub async fn post_settings(
+    State(s): State<FrontendState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(), AppError> {
+    let body = limited_body(body, MAX_SETTINGS_BYTES)?;
     let update: Map<String, Value> = json_body(&body)?;
     let _guard = s.settings_lock.lock().await;
     let mut m = read_settings(&s).await;
@@ -88,8 +101,9 @@ pub async fn post_settings(State(s): State<FrontendState>, body: Bytes) -> Resul
 pub async fn post_setting(
     State(s): State<FrontendState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(), AppError> {
+    let body = limited_body(body, MAX_SETTINGS_BYTES)?;
     let value: Value = json_body(&body)?;
     let _guard = s.settings_lock.lock().await;
     let mut m = read_settings(&s).await;
@@ -115,23 +129,37 @@ pub async fn user_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css")], "")
 }
 
+/// The workers' node catalogue as served to the app, and parsed for
+/// checking prompts (`None` when the text is not a JSON object). Built
+/// once per digest, so a prompt check does not parse it again.
+#[derive(Clone)]
+pub struct Catalogue {
+    pub text: Arc<String>,
+    pub parsed: Option<Arc<Value>>,
+}
+
 /// The catalogue as JSON text, when a worker has stored one.
 pub async fn catalogue(s: &FrontendState) -> Option<Arc<String>> {
-    load_catalogue(s).await.ok()
+    load_catalogue(s).await.ok().map(|c| c.text)
+}
+
+/// The parsed catalogue, when a worker has stored one.
+pub async fn parsed_catalogue(s: &FrontendState) -> Option<Arc<Value>> {
+    load_catalogue(s).await.ok().and_then(|c| c.parsed)
 }
 
 /// The node catalogue of the connected workers (stored by the hub once per
 /// digest), cached until the workers' digest changes; `LoadImage`-style
 /// file lists show this participant's own uploads.
 pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
-    let text = load_catalogue(&s).await?;
+    let text = load_catalogue(&s).await?.text;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         super::files::with_own_files(&s, &text).await,
     ))
 }
 
-async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
+async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
     let worker = a_worker(s)
         .await
         .ok_or_else(|| AppError::Unavailable("no GPU worker is connected yet".into()))?;
@@ -140,26 +168,29 @@ async fn load_catalogue(s: &FrontendState) -> Result<Arc<String>, AppError> {
         .unwrap_or_default()
         .to_string();
     let mut cache = s.object_info.lock().await;
-    let text = match cache.as_ref() {
-        Some((d, text)) if *d == digest => text.clone(),
+    let catalogue = match cache.as_ref() {
+        Some((d, c)) if *d == digest => c.clone(),
         _ => {
             let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
                 AppError::Unavailable("the workers' node list is not stored yet".into())
             })?;
-            let text = Arc::new(for_the_app(&text));
-            *cache = Some((digest, text.clone()));
-            text
+            let c = for_the_app(&text);
+            *cache = Some((digest, c.clone()));
+            c
         }
     };
-    Ok(text)
+    Ok(catalogue)
 }
 
 /// Fills in what frontend 1.58 expects of every node and older ComfyUIs
 /// leave out: `python_module` (read with `.split`) and `input_order` (the
 /// widget order, else taken from the key order of `input`).
-fn for_the_app(text: &str) -> String {
+fn for_the_app(text: &str) -> Catalogue {
     let Ok(Value::Object(mut nodes)) = serde_json::from_str::<Value>(text) else {
-        return text.to_string();
+        return Catalogue {
+            text: Arc::new(text.to_string()),
+            parsed: None,
+        };
     };
     for node in nodes.values_mut() {
         let Some(n) = node.as_object_mut() else {
@@ -180,5 +211,9 @@ fn for_the_app(text: &str) -> String {
             n.insert("input_order".into(), Value::Object(order));
         }
     }
-    Value::Object(nodes).to_string()
+    let parsed = Value::Object(nodes);
+    Catalogue {
+        text: Arc::new(parsed.to_string()),
+        parsed: Some(Arc::new(parsed)),
+    }
 }

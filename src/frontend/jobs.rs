@@ -271,12 +271,17 @@ pub async fn cancel_many(
 }
 
 /// `POST /interrupt` (optionally `{"prompt_id"}`): stops this participant's
-/// running job(s) — never anyone else's.
+/// running job(s) — never anyone else's. No body stops them all, as in
+/// ComfyUI; a body that is not JSON is a 400 rather than a guess.
 pub async fn interrupt(
     State(s): State<FrontendState>,
     body: Bytes,
 ) -> Result<StatusCode, AppError> {
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let v: Value = if body.trim_ascii().is_empty() {
+        Value::Null
+    } else {
+        super::json_body(&body)?
+    };
     let q = s.queue.participant_queue(&s.participant, 1).await?;
     for j in q.running {
         if v["prompt_id"].as_str().is_none_or(|p| p == j.id) {

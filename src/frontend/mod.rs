@@ -33,8 +33,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-/// (digest, JSON text) of the workers' node catalogue.
-type CachedObjectInfo = (String, Arc<String>);
+/// (digest, catalogue) of the workers' node catalogue.
+type CachedObjectInfo = (String, boot::Catalogue);
 
 /// What one participant's server shares between requests.
 #[derive(Clone)]
@@ -94,6 +94,20 @@ impl FrontendState {
     }
 }
 
+/// The largest user file (a saved workflow) `POST /userdata/{file}` takes.
+pub const MAX_USERDATA_BYTES: usize = 8 << 20;
+/// The largest settings file, and so the largest settings request.
+pub const MAX_SETTINGS_BYTES: usize = 2 << 20;
+
+/// The largest `POST /prompt` body: the prompt (up to the queue's
+/// `max_prompt_bytes`), the editor's copy of its workflow in `extra_data`
+/// (a saved workflow, up to [`MAX_USERDATA_BYTES`]) and some room.
+fn max_prompt_body(max_prompt_bytes: usize) -> usize {
+    max_prompt_bytes
+        .saturating_add(MAX_USERDATA_BYTES)
+        .saturating_add(64 << 10)
+}
+
 /// A JSON body whatever its Content-Type (the app and script clients send
 /// none or a form type).
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::error::AppError> {
@@ -101,25 +115,50 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, crate::er
         .map_err(|e| crate::error::AppError::BadRequest(format!("invalid JSON: {e}")))
 }
 
+/// A request body read within its route's `DefaultBodyLimit` (`limit`);
+/// past it, a 413 that names the limit.
+fn limited_body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<axum::body::Bytes, crate::error::AppError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::error::AppError::TooLarge(format!(
+                "the request body is larger than the limit of {limit} bytes"
+            ))
+        } else {
+            crate::error::AppError::BadRequest(e.body_text())
+        }
+    })
+}
+
 /// The API routes, as ComfyUI registers them: each at `/X` and `/api/X`.
-fn api() -> Router<FrontendState> {
+fn api(max_prompt_bytes: usize) -> Router<FrontendState> {
     use axum::extract::DefaultBodyLimit;
     use axum::routing::post;
     Router::new()
         .route("/features", get(boot::features))
         .route("/system_stats", get(boot::system_stats))
         .route("/users", get(boot::users))
-        .route("/settings", get(boot::settings).post(boot::post_settings))
+        .route(
+            "/settings",
+            get(boot::settings)
+                .post(boot::post_settings)
+                .layer(DefaultBodyLimit::max(MAX_SETTINGS_BYTES)),
+        )
         .route(
             "/settings/{id}",
-            get(boot::setting).post(boot::post_setting),
+            get(boot::setting)
+                .post(boot::post_setting)
+                .layer(DefaultBodyLimit::max(MAX_SETTINGS_BYTES)),
         )
         .route("/userdata", get(userdata::list))
         .route(
             "/userdata/{*file}",
             get(userdata::get)
                 .post(userdata::post)
-                .delete(userdata::delete),
+                .delete(userdata::delete)
+                .layer(DefaultBodyLimit::max(MAX_USERDATA_BYTES)),
         )
         .route("/extensions", get(extension::list))
         .route("/comfy-multi/status", get(extension::status))
@@ -130,7 +169,12 @@ fn api() -> Router<FrontendState> {
         .route("/workflow_templates", get(boot::empty_object))
         .route("/experiment/models", get(boot::empty_list))
         .route("/ws", get(ws::connect))
-        .route("/prompt", get(prompt::get).post(prompt::post))
+        .route(
+            "/prompt",
+            get(prompt::get)
+                .post(prompt::post)
+                .layer(DefaultBodyLimit::max(max_prompt_body(max_prompt_bytes))),
+        )
         .route("/queue", get(prompt::queue).post(jobs::post_queue))
         .route("/interrupt", post(jobs::interrupt))
         .route("/api/jobs", get(jobs::list))
@@ -175,9 +219,10 @@ pub fn routes(state: FrontendState) -> Router {
     let prefix = format!("/{}", state.participant);
     let static_dir = state.static_dir.clone();
     let guard = axum::middleware::from_fn_with_state(state.clone(), login::guard);
+    let max_prompt = state.queue.settings().max_prompt_bytes;
     let inner = Router::new()
-        .merge(api())
-        .nest("/api", api())
+        .merge(api(max_prompt))
+        .nest("/api", api(max_prompt))
         .route("/internal/folder_paths", get(boot::empty_object))
         .route("/internal/files/{kind}", get(files::internal_files))
         .route("/user.css", get(boot::user_css))

@@ -8,6 +8,7 @@ use super::{validate, FrontendState};
 use crate::error::AppError;
 use crate::queue::{Job, NewJob, QueueError, Status};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -27,9 +28,8 @@ fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Res
 /// Checks the prompt as ComfyUI would: fully against the workers' node
 /// catalogue when one is known, else only that every node names a type.
 async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, Response> {
-    let catalogue = super::boot::catalogue(s).await;
-    let catalogue: Option<Value> = catalogue.and_then(|t| serde_json::from_str(&t).ok());
-    let checked = match &catalogue {
+    let catalogue = super::boot::parsed_catalogue(s).await;
+    let checked = match catalogue.as_deref() {
         Some(catalogue) => {
             let own = super::files::own_input_files(s).await;
             validate::validate(prompt, catalogue, &own).map(|v| Value::Object(v.node_errors))
@@ -45,14 +45,26 @@ async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, 
 /// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
 /// Content-Type (script clients send form-encoded JSON). Client-sent
 /// identity and priority are ignored.
-pub async fn post(State(s): State<FrontendState>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-        return rejected(
-            "invalid_prompt",
-            "the request body is not JSON",
-            "",
-            json!({}),
-        );
+pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let limit = super::max_prompt_body(s.queue.settings().max_prompt_bytes);
+    let body = match super::limited_body(body, limit) {
+        Ok(b) => b,
+        Err(AppError::TooLarge(message)) => {
+            let body = json!({"error": {"type": "prompt_too_large", "message": message, "details": "", "extra_info": {}}, "node_errors": {}});
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+        Err(e) => return rejected("invalid_prompt", &e.to_string(), "", json!({})),
+    };
+    let v = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return rejected(
+                "invalid_prompt",
+                "the request body is not JSON",
+                &e.to_string(),
+                json!({}),
+            )
+        }
     };
     let Some(prompt) = v.get("prompt").and_then(Value::as_object) else {
         return rejected(

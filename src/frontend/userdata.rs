@@ -1,14 +1,16 @@
 //! The participant's user files (`<user_dir>/user/…`): saved workflows,
-//! settings and the like, as ComfyUI's `/userdata` API serves them. Names
-//! arrive `%2F`-encoded (`workflows%2Fx.json`); every path is resolved
-//! inside the participant's folder.
+//! settings and the like, as ComfyUI's `/userdata` API serves them, with
+//! the editor's rename (`POST /userdata/{file}/move/{dest}`). Names arrive
+//! `%2F`-encoded (`workflows%2Fx.json`); every path is resolved inside the
+//! participant's folder.
 
 use super::FrontendState;
 use crate::error::AppError;
 use crate::paths::safe_join;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -131,29 +133,91 @@ pub struct PostQuery {
     full_info: Option<String>,
 }
 
-/// `POST /userdata/{file}?overwrite=true&full_info=true` with the content.
-pub async fn post(
-    State(s): State<FrontendState>,
-    Path(file): Path<String>,
-    Query(q): Query<PostQuery>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let path = safe_join(&root(&s), &file)
-        .ok_or_else(|| AppError::BadRequest(format!("{file:?} is not a valid file name")))?;
-    let overwrite = q.overwrite.as_deref() != Some("false");
-    if !overwrite && path.exists() {
-        return Err(AppError::Conflict(format!("{file} already exists")));
-    }
-    write_atomic(&path, &body).await?;
-    if flag(&q.full_info) {
+/// The answer to a write: the name, or `{path, size, modified}`.
+fn written(file: &str, size: u64, full_info: bool) -> Response {
+    if full_info {
         let modified = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        Ok(Json(json!({"path": file, "size": body.len(), "modified": modified})).into_response())
+        Json(json!({"path": file, "size": size, "modified": modified})).into_response()
     } else {
-        Ok(Json(json!(file)).into_response())
+        Json(json!(file)).into_response()
     }
+}
+
+fn invalid_name(file: &str) -> AppError {
+    AppError::BadRequest(format!("{file:?} is not a valid file name"))
+}
+
+/// `(source, dest)` when the raw path is ComfyUI's move route,
+/// `…/userdata/{file}/move/{dest}`, each name one `%2F`-encoded segment.
+fn move_names(uri: &Uri) -> Option<(String, String)> {
+    let mut segs = uri.path().rsplit('/');
+    let (dest, verb, source, userdata) = (segs.next()?, segs.next()?, segs.next()?, segs.next()?);
+    if verb != "move" || userdata != "userdata" {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|d| d.into_owned())
+    };
+    Some((decode(source)?, decode(dest)?))
+}
+
+/// `POST /userdata/{file}?overwrite=true&full_info=true` with the content,
+/// or `POST /userdata/{file}/move/{dest}?overwrite=…` (a rename).
+pub async fn post(
+    State(s): State<FrontendState>,
+    Path(file): Path<String>,
+    Query(q): Query<PostQuery>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let body = super::limited_body(body, super::MAX_USERDATA_BYTES)?;
+    let overwrite = q.overwrite.as_deref() != Some("false");
+    if let Some((source, dest)) = move_names(&uri) {
+        return rename(&s, &source, &dest, overwrite, flag(&q.full_info)).await;
+    }
+    let path = safe_join(&root(&s), &file).ok_or_else(|| invalid_name(&file))?;
+    if !overwrite && path.exists() {
+        return Err(AppError::Conflict(format!("{file} already exists")));
+    }
+    write_atomic(&path, &body).await?;
+    Ok(written(&file, body.len() as u64, flag(&q.full_info)))
+}
+
+/// Renames one of the participant's files (ComfyUI's `move_userdata`):
+/// 404 for a missing source, 409 for a taken `dest` without `overwrite`.
+async fn rename(
+    s: &FrontendState,
+    source: &str,
+    dest: &str,
+    overwrite: bool,
+    full_info: bool,
+) -> Result<Response, AppError> {
+    let from = safe_join(&root(s), source).ok_or_else(|| invalid_name(source))?;
+    let to = safe_join(&root(s), dest).ok_or_else(|| invalid_name(dest))?;
+    if !tokio::fs::metadata(&from).await.is_ok_and(|m| m.is_file()) {
+        return Err(AppError::NotFound);
+    }
+    match tokio::fs::metadata(&to).await {
+        Ok(m) if m.is_dir() => return Err(AppError::Conflict(format!("{dest} is a folder"))),
+        Ok(_) if !overwrite => return Err(AppError::Conflict(format!("{dest} already exists"))),
+        _ => {}
+    }
+    if let Some(dir) = to.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|_| {
+            AppError::Conflict(format!("{dest}: a file has the name of its folder"))
+        })?;
+    }
+    tokio::fs::rename(&from, &to)
+        .await
+        .map_err(AppError::internal)?;
+    let size = tokio::fs::metadata(&to).await.map(|m| m.len()).unwrap_or(0);
+    Ok(written(dest, size, full_info))
 }
 
 /// `DELETE /userdata/{file}`.
