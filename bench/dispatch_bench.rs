@@ -91,6 +91,8 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
         metrics: Default::default(),
         admin: None,
         participants: Default::default(),
+        credentials_file: None,
+        public_url: None,
         queue: queue.clone(),
         reap_interval: Duration::from_secs(1),
         state_dir: state.path().to_path_buf(),

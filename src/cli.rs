@@ -278,6 +278,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: Default::default(),
         admin,
         participants: std::sync::Arc::new(participants),
+        credentials_file: config.participants.credentials_file.clone(),
+        public_url: config.public_url.clone(),
         queue,
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
         state_dir: config.state_dir.clone(),

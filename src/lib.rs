@@ -3,6 +3,7 @@
 //! the instructor in control. See `docs/ARCHITECTURE.md` for the map.
 
 pub mod admin_cli;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod config;

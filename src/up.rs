@@ -227,6 +227,8 @@ async fn run(
             false,
         ))),
         participants: Arc::new(names.clone()),
+        credentials_file: Some(creds_path.clone()),
+        public_url: None,
         queue: queue.clone(),
         reap_interval: Duration::from_millis(config.hub.reap_interval_ms),
         state_dir: state_dir.to_path_buf(),

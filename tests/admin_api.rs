@@ -346,6 +346,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/users/user01/max_pending"),
     ("POST", "/admin/api/workers/gpu0/drain"),
     ("POST", "/admin/api/workers/gpu0/undrain"),
+    ("GET", "/admin/api/gallery"),
+    ("GET", "/admin/api/export.zip"),
+    ("GET", "/admin/cards"),
+    ("GET", "/admin/files/user01/x.png"),
 ];
 
 #[tokio::test]
@@ -355,7 +359,7 @@ async fn nothing_but_the_admin_login_reaches_any_admin_route() {
     // path itself; unknown targets may 404 with a JSON error).
     let route_table = include_str!("../src/hub/admin/mod.rs");
     let declared = route_table.matches(".route(\"").count();
-    // 19 API routes + dashboard + /admin + login + logout.
+    // 21 API routes + dashboard + cards + files + /admin + login + logout.
     assert_eq!(
         declared,
         ROUTES.len() - 1 + 4,

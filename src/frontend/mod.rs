@@ -6,6 +6,7 @@
 //! uploads and login come next.
 
 mod boot;
+mod export;
 mod extension;
 mod files;
 mod jobs;
@@ -162,6 +163,7 @@ fn api(max_prompt_bytes: usize) -> Router<FrontendState> {
         )
         .route("/extensions", get(extension::list))
         .route("/comfy-multi/status", get(extension::status))
+        .route("/comfy-multi/outputs.zip", get(export::outputs))
         .route("/i18n", get(boot::i18n))
         .route("/object_info", get(boot::object_info))
         .route("/embeddings", get(boot::empty_list))

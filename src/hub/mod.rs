@@ -41,6 +41,11 @@ pub struct HubState {
     pub participants: Arc<Vec<String>>,
     /// What `/metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// `participants.toml`, read for the join cards' passwords.
+    pub credentials_file: Option<PathBuf>,
+    /// The address participants use (`public_url`); `None`: the join cards
+    /// name the host the instructor reached the hub by.
+    pub public_url: Option<String>,
 }
 
 impl HubState {

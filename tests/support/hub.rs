@@ -15,6 +15,15 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 /// Participants the hub knows before they queue anything.
 pub const PARTICIPANTS: [&str; 3] = ["user01", "user02", "user03"];
 
+/// A participant's login in the hub's credentials file
+/// (`<state>/participants.toml`, which also holds the admin's).
+pub fn participant_login(name: &str) -> comfy_multi::auth::Credentials {
+    comfy_multi::auth::Credentials {
+        password: format!("pw-{name}-2345"),
+        token: format!("token-{name}-0123456789abcdef"),
+    }
+}
+
 pub struct TestHub {
     pub url: String,
     pub queue: Queue,
@@ -28,6 +37,20 @@ impl TestHub {
             .await
             .unwrap();
         let state = tempfile::tempdir().unwrap();
+        let mut logins = comfy_multi::auth::CredentialsFile::default();
+        for p in PARTICIPANTS {
+            logins.logins.insert(p.to_string(), participant_login(p));
+        }
+        logins.logins.insert(
+            comfy_multi::auth::ADMIN.to_string(),
+            comfy_multi::auth::Credentials {
+                password: ADMIN_PASSWORD.into(),
+                token: ADMIN_TOKEN.into(),
+            },
+        );
+        logins
+            .write(&state.path().join("participants.toml"))
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -53,6 +76,8 @@ impl TestHub {
                 false,
             ))),
             participants: Arc::new(PARTICIPANTS.iter().map(|p| p.to_string()).collect()),
+            credentials_file: Some(self.state.path().join("participants.toml")),
+            public_url: None,
             queue: self.queue.clone(),
             reap_interval: Duration::from_millis(200),
             state_dir: self.state.path().to_path_buf(),

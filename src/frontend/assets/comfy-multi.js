@@ -1,6 +1,7 @@
 // comfy-multi's extension for the ComfyUI editor: shows the participant who
 // they are, where their jobs stand in the shared queue (position and ETA),
-// and the instructor's broadcasts as toasts. Loaded by the app from
+// and the instructor's broadcasts as toasts, with links to download their
+// outputs as a zip and to log out. Loaded by the app from
 // /api/extensions like any ComfyUI extension; it patches none of the app's
 // files. The server side is src/frontend/extension.rs.
 import { app } from "../../scripts/app.js";
@@ -66,7 +67,13 @@ function pill() {
     await fetch(api.fileURL("/logout"), { method: "POST" });
     location.href = api.fileURL("/login");
   };
-  el.append(text, logout);
+  const download = document.createElement("a");
+  download.textContent = "Download my outputs";
+  download.href = api.apiURL("/comfy-multi/outputs.zip");
+  download.setAttribute("download", "");
+  download.title = "All your generated images and videos as one zip file";
+  Object.assign(download.style, { color: "#8ab4ff" });
+  el.append(text, download, logout);
   document.body.append(el);
   return el;
 }

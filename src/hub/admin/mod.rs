@@ -1,10 +1,15 @@
 //! The instructor's side of the hub: `/admin/` (dashboard, login) and the
 //! admin API under `/admin/api/…` that both the dashboard and
 //! `comfy-multi admin` use. One route table here; handlers in `api.rs`,
-//! login and the guard in `session.rs`. Every action is logged to the
+//! login and the guard in `session.rs`, the outputs gallery and its files
+//! in `gallery.rs`, the zip export in `export.rs`, join cards in
+//! `cards.rs`. Every action is logged to the
 //! `audit` target (who, what, when).
 
 mod api;
+mod cards;
+mod export;
+mod gallery;
 mod session;
 
 pub use session::AdminAuth;
@@ -35,10 +40,14 @@ pub fn routes(state: HubState) -> Router {
         .route("/users/{name}/clear", post(api::clear))
         .route("/users/{name}/max_pending", post(api::user_max_pending))
         .route("/workers/{id}/drain", post(api::drain))
-        .route("/workers/{id}/undrain", post(api::undrain));
+        .route("/workers/{id}/undrain", post(api::undrain))
+        .route("/gallery", get(gallery::gallery))
+        .route("/export.zip", get(export::export));
     Router::new()
         .nest("/admin/api", api)
         .route("/admin/", get(session::dashboard))
+        .route("/admin/cards", get(cards::cards))
+        .route("/admin/files/{participant}/{*path}", get(gallery::file))
         .route_layer(guard)
         .route("/admin", get(session::to_slash))
         .route("/admin/login", get(session::show).post(session::submit))
