@@ -492,6 +492,8 @@ fn matrix(o: &Owned) -> Vec<Row> {
         get("/users", "/users"),
         get("/extensions", "/extensions"),
         get("/comfy-multi/status", "/comfy-multi/status"),
+        // B's own outputs only: none of A's file names or bytes in the zip.
+        get("/comfy-multi/outputs.zip", "/comfy-multi/outputs.zip"),
         get("/i18n", "/i18n"),
         get("/object_info", "/object_info"),
         get("/embeddings", "/embeddings"),
