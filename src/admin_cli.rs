@@ -100,14 +100,17 @@ impl AdminTarget {
             token_from_file(&f)?
         } else if let Ok(t) = std::env::var("COMFY_MULTI_ADMIN_TOKEN") {
             t
-        } else if let Some(f) = config
+        } else if let Some(t) = config
             .participants
             .credentials_file
             .as_ref()
-            .filter(|f| f.exists())
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| CredentialsFile::parse(&text).ok())
+            .and_then(|file| file.get(ADMIN).map(|c| c.token.clone()))
         {
-            token_from_file(f)?
+            t
         } else if let Some(f) = &config.hub.admin_password_file {
+            // The hub accepts the admin password as a token too.
             crate::config::read_secret(f)?
         } else {
             bail!("no admin token: pass --token-file (e.g. <state-dir>/participants.toml) or set COMFY_MULTI_ADMIN_TOKEN");

@@ -632,7 +632,8 @@ async fn malformed_json_on_every_json_taking_post_is_a_400() {
         ),
         (
             json!({"1": {"class_type": "NoSuchNode", "inputs": {}}}),
-            "invalid_prompt",
+            // Current ComfyUI's answer (the editor then looks for the node).
+            "missing_node_type",
         ),
     ] {
         let (status, text) = send(&t, post("/prompt", json!({"prompt": prompt}).to_string())).await;
