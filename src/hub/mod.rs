@@ -38,6 +38,9 @@ pub struct HubState {
     pub admin: Option<Arc<admin::AdminAuth>>,
     /// The workshop's participants (shown even before their first job).
     pub participants: Arc<Vec<String>>,
+    /// The last hour of queue depth and waiting time, for the dashboard's
+    /// chart (filled by a background task, see `admin::samples`).
+    pub samples: admin::samples::Samples,
 }
 
 impl HubState {
@@ -67,12 +70,19 @@ async fn healthz(State(s): State<HubState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Starts the hub's background tasks (lease reaper, work watcher) until
-/// `shutdown`; the handle ends with the reaper.
+/// Starts the hub's background tasks (lease reaper, work watcher, the
+/// dashboard's queue sampler) until `shutdown`; the handle ends with the
+/// reaper.
 pub fn spawn_background(
     state: &HubState,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(admin::samples::run(
+        state.queue.clone(),
+        state.samples.clone(),
+        admin::samples::INTERVAL,
+        shutdown.clone(),
+    ));
     tokio::spawn(watch_for_work(
         state.queue.clone(),
         state.work_available.clone(),

@@ -1,10 +1,12 @@
 //! The instructor's side of the hub: `/admin/` (dashboard, login) and the
 //! admin API under `/admin/api/…` that both the dashboard and
 //! `comfy-multi admin` use. One route table here; handlers in `api.rs`,
-//! login and the guard in `session.rs`. Every action is logged to the
+//! login, the guard and the dashboard's files in `session.rs`, the chart's
+//! queue sampler in `samples.rs`. Every action is logged to the
 //! `audit` target (who, what, when).
 
 mod api;
+pub mod samples;
 mod session;
 
 pub use session::AdminAuth;
@@ -21,6 +23,7 @@ pub fn routes(state: HubState) -> Router {
         .route("/queue", get(api::queue))
         .route("/users", get(api::users))
         .route("/workers", get(api::workers))
+        .route("/samples", get(samples::list))
         .route("/events", get(api::events))
         .route("/jobs/{id}/cancel", post(api::cancel))
         .route("/jobs/{id}/prioritize", post(api::prioritize))
@@ -39,6 +42,8 @@ pub fn routes(state: HubState) -> Router {
     Router::new()
         .nest("/admin/api", api)
         .route("/admin/", get(session::dashboard))
+        .route("/admin/dashboard.js", get(session::dashboard_js))
+        .route("/admin/dashboard.css", get(session::dashboard_css))
         .route_layer(guard)
         .route("/admin", get(session::to_slash))
         .route("/admin/login", get(session::show).post(session::submit))
