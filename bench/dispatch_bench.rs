@@ -100,6 +100,7 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
         max_output_bytes: 1 << 30,
         shutdown: stop.clone(),
         work_available: Default::default(),
+        samples: Default::default(),
     };
     tokio::spawn(hub::run(listener, s, stop.clone()));
     let cfg = AgentConfig {

@@ -287,6 +287,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_output_bytes: config.hub.max_output_bytes,
         shutdown: token.clone(),
         work_available: Default::default(),
+        samples: Default::default(),
     };
     tracing::info!(addr = %listener.local_addr()?, "hub listening");
     systemd::ready();

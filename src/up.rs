@@ -236,6 +236,7 @@ async fn run(
         max_output_bytes: config.hub.max_output_bytes,
         shutdown: shutdown.clone(),
         work_available: Default::default(),
+        samples: Default::default(),
     };
     let background = hub::spawn_background(&hub_state, &shutdown);
     let mut app = hub::router(hub_state);

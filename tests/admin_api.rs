@@ -315,13 +315,36 @@ async fn the_event_stream_carries_queue_changes() {
     assert!(seen.contains("data:"));
 }
 
+#[tokio::test]
+async fn the_chart_samples_are_served() {
+    let a = spawn_admin().await;
+    // The sampler takes its first sample as the hub starts.
+    let mut v = a.get("/samples").await;
+    for _ in 0..50 {
+        if !v["samples"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        v = a.get("/samples").await;
+    }
+    assert_eq!(v["interval_s"], 15);
+    assert_eq!(v["capacity"], 240);
+    let first = &v["samples"][0];
+    assert_eq!(first["waiting"], 0, "{v}");
+    assert_eq!(first["median_wait_s"], 0.0);
+    assert!(first["at_ms"].as_u64().unwrap() > 0);
+}
+
 /// Every admin route, for the "who may call it" checks.
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/"),
+    ("GET", "/admin/dashboard.js"),
+    ("GET", "/admin/dashboard.css"),
     ("GET", "/admin/api/status"),
     ("GET", "/admin/api/queue"),
     ("GET", "/admin/api/users"),
     ("GET", "/admin/api/workers"),
+    ("GET", "/admin/api/samples"),
     ("GET", "/admin/api/events"),
     (
         "POST",
@@ -359,7 +382,8 @@ async fn nothing_but_the_admin_login_reaches_any_admin_route() {
     // path itself; unknown targets may 404 with a JSON error).
     let route_table = include_str!("../src/hub/admin/mod.rs");
     let declared = route_table.matches(".route(\"").count();
-    // 21 API routes + dashboard + cards + files + /admin + login + logout.
+    // 22 API routes + the dashboard and its two files + cards + files +
+    // /admin + login + logout.
     assert_eq!(
         declared,
         ROUTES.len() - 1 + 4,

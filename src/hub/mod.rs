@@ -46,6 +46,9 @@ pub struct HubState {
     /// The address participants use (`public_url`); `None`: the join cards
     /// name the host the instructor reached the hub by.
     pub public_url: Option<String>,
+    /// The last hour of queue depth and waiting time, for the dashboard's
+    /// chart (filled by a background task, see `admin::samples`).
+    pub samples: admin::samples::Samples,
 }
 
 impl HubState {
@@ -90,12 +93,19 @@ async fn healthz(State(s): State<HubState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Starts the hub's background tasks (lease reaper, work watcher) until
-/// `shutdown`; the handle ends with the reaper.
+/// Starts the hub's background tasks (lease reaper, work watcher, the
+/// dashboard's queue sampler) until `shutdown`; the handle ends with the
+/// reaper.
 pub fn spawn_background(
     state: &HubState,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(admin::samples::run(
+        state.queue.clone(),
+        state.samples.clone(),
+        admin::samples::INTERVAL,
+        shutdown.clone(),
+    ));
     tokio::spawn(watch_for_work(
         state.queue.clone(),
         state.work_available.clone(),

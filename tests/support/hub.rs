@@ -1,10 +1,12 @@
 //! A real hub on a free port (in this process), on a fresh queue prefix and
-//! a temp state dir, with one worker token; stopped when dropped.
+//! a temp state dir, with one worker token; stopped when dropped. Optionally
+//! with more routes on the same address (participants' editors, as
+//! `comfy-multi up` serves them next to the hub).
 
 use super::{unique_prefix, RedisServer};
 use comfy_multi::hub::{self, HubState};
 use comfy_multi::queue::{Queue, QueueSettings};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,10 +31,21 @@ pub struct TestHub {
     pub queue: Queue,
     pub state: tempfile::TempDir,
     pub shutdown: CancellationToken,
+    /// Served on the hub's address too.
+    extra: Option<axum::Router>,
 }
 
 impl TestHub {
     pub async fn spawn(redis: &RedisServer, settings: QueueSettings) -> TestHub {
+        Self::spawn_with(redis, settings, |_, _| None).await
+    }
+
+    /// A hub that also serves `extra(queue, state_dir)` on its address.
+    pub async fn spawn_with(
+        redis: &RedisServer,
+        settings: QueueSettings,
+        extra: impl FnOnce(&Queue, &Path) -> Option<axum::Router>,
+    ) -> TestHub {
         let queue = Queue::connect(&redis.url(), &unique_prefix(), settings)
             .await
             .unwrap();
@@ -54,11 +67,13 @@ impl TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
+        let extra = extra(&queue, state.path());
         let hub = TestHub {
             url,
             queue,
             state,
             shutdown,
+            extra,
         };
         hub.serve(listener);
         hub
@@ -85,8 +100,25 @@ impl TestHub {
             max_output_bytes: 64 << 20,
             shutdown: self.shutdown.clone(),
             work_available: Default::default(),
+            samples: Default::default(),
         };
-        tokio::spawn(hub::run(listener, s, self.shutdown.clone()));
+        let shutdown = self.shutdown.clone();
+        match &self.extra {
+            None => {
+                tokio::spawn(hub::run(listener, s, shutdown));
+            }
+            Some(extra) => {
+                // `hub::run` with more routes: the same background tasks.
+                let app = hub::router(s.clone()).merge(extra.clone());
+                tokio::spawn(async move {
+                    let background = hub::spawn_background(&s, &shutdown);
+                    let r = hub::serve_tcp(listener, app, shutdown.clone()).await;
+                    shutdown.cancel();
+                    let _ = background.await;
+                    r
+                });
+            }
+        }
     }
 
     /// Stops the hub (its worker sockets drop).

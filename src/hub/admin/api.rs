@@ -89,17 +89,12 @@ pub async fn users(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
     let infos = s.queue.participants().await?;
     let online = s.queue.online().await?;
     let running = s.queue.snapshot(1).await?.running;
+    // Read once: the dashboard re-reads this list on every queue change.
+    let waiting = s.queue.counts().await?.waiting_by_participant;
     let mut out = vec![];
     for name in participant_names(&s).await? {
         let info = infos.iter().find(|p| p.name == name);
-        let queued = s
-            .queue
-            .counts()
-            .await?
-            .waiting_by_participant
-            .get(&name)
-            .copied()
-            .unwrap_or(0);
+        let queued = waiting.get(&name).copied().unwrap_or(0);
         out.push(json!({
             "name": name,
             "online": online.get(&name).copied().unwrap_or(0) > 0,

@@ -3,13 +3,15 @@
 //! `comfy-multi admin` use. One route table here; handlers in `api.rs`,
 //! login and the guard in `session.rs`, the outputs gallery and its files
 //! in `gallery.rs`, the zip export in `export.rs`, join cards in
-//! `cards.rs`. Every action is logged to the
+//! `cards.rs`, the dashboard's files in `session.rs`, the chart's
+//! queue sampler in `samples.rs`. Every action is logged to the
 //! `audit` target (who, what, when).
 
 mod api;
 mod cards;
 mod export;
 mod gallery;
+pub mod samples;
 mod session;
 
 pub use session::AdminAuth;
@@ -26,6 +28,7 @@ pub fn routes(state: HubState) -> Router {
         .route("/queue", get(api::queue))
         .route("/users", get(api::users))
         .route("/workers", get(api::workers))
+        .route("/samples", get(samples::list))
         .route("/events", get(api::events))
         .route("/jobs/{id}/cancel", post(api::cancel))
         .route("/jobs/{id}/prioritize", post(api::prioritize))
@@ -48,6 +51,8 @@ pub fn routes(state: HubState) -> Router {
         .route("/admin/", get(session::dashboard))
         .route("/admin/cards", get(cards::cards))
         .route("/admin/files/{participant}/{*path}", get(gallery::file))
+        .route("/admin/dashboard.js", get(session::dashboard_js))
+        .route("/admin/dashboard.css", get(session::dashboard_css))
         .route_layer(guard)
         .route("/admin", get(session::to_slash))
         .route("/admin/login", get(session::show).post(session::submit))
