@@ -348,6 +348,11 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
                         } else {
                             short(&job)
                         },
+                        s(&w["jobs_done"]),
+                        format!(
+                            "{:.0}%",
+                            w["busy_ratio_10m"].as_f64().unwrap_or(0.0) * 100.0
+                        ),
                         s(&w["gpu"]),
                         s(&w["comfyui_version"]),
                     ]
@@ -356,7 +361,12 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
             if rows.is_empty() {
                 return "no workers connected".into();
             }
-            table(&["worker", "state", "job", "gpu", "comfyui"], rows)
+            table(
+                &[
+                    "worker", "state", "job", "done", "busy 10m", "gpu", "comfyui",
+                ],
+                rows,
+            )
         }
         Clear { user } => format!("removed {} waiting job(s) of {user}", s(&v["removed"])),
         Move { .. } if v["moved"] == false => "already at that end of the queue".into(),

@@ -281,6 +281,8 @@ async fn a_drained_worker_gets_no_new_jobs_until_undrained() {
     assert_eq!(w[0]["state"], "idle");
     assert_eq!(w[0]["gpu"], "cuda:0 NVIDIA H100");
     assert_eq!(w[0]["comfyui_version"], "0.3.64");
+    assert_eq!(w[0]["jobs_done"], 0);
+    assert_eq!(w[0]["busy_ratio_10m"], 0.0);
     assert_eq!(a.post("/workers/gpu7/undrain", json!({})).await.0, 200);
     assert!(a.hub.queue.lease("gpu7").await.unwrap().is_some());
     assert_eq!(a.post("/workers/gpu9/drain", json!({})).await.0, 404);

@@ -27,7 +27,19 @@ pub struct Metrics {
     run: Histogram,
     idle_gap: Family<Labels, Histogram>,
     busy_seconds: Family<Labels, Counter<f64>>,
+    /// Per worker: jobs finished since the hub started, and the finished
+    /// jobs' run intervals of the last ten minutes (for the dashboard).
+    activity: Mutex<HashMap<String, Activity>>,
 }
+
+#[derive(Debug, Default)]
+struct Activity {
+    done: u64,
+    recent: std::collections::VecDeque<(std::time::Instant, std::time::Instant)>,
+}
+
+/// The dashboard's window for a worker's busy share.
+pub const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What the last scrape read from Redis.
 #[derive(Debug, Default)]
@@ -191,6 +203,7 @@ impl Default for Metrics {
             run,
             idle_gap,
             busy_seconds,
+            activity: Mutex::default(),
         }
     }
 }
@@ -201,12 +214,52 @@ impl Metrics {
         if let Some(w) = wait_s.filter(|w| w.is_finite() && *w >= 0.0) {
             self.wait.observe(w);
         }
+        let now = std::time::Instant::now();
+        let mut all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let a = all.entry(worker.to_string()).or_default();
+        a.done += 1;
+        if let Some(r) = run_s.filter(|r| r.is_finite() && *r >= 0.0) {
+            let start = now
+                .checked_sub(std::time::Duration::from_secs_f64(r.min(86_400.0)))
+                .unwrap_or(now);
+            a.recent.push_back((start, now));
+        }
+        while a
+            .recent
+            .front()
+            .is_some_and(|(_, end)| now.duration_since(*end) > BUSY_WINDOW)
+        {
+            a.recent.pop_front();
+        }
+        drop(all);
         if let Some(r) = run_s.filter(|r| r.is_finite() && *r >= 0.0) {
             self.run.observe(r);
             self.busy_seconds
                 .get_or_create(&vec![("worker", worker.to_string())])
                 .inc_by(r);
         }
+    }
+
+    /// A worker's jobs finished since the hub started, and the share of the
+    /// last ten minutes it spent on finished jobs plus `running_s` seconds
+    /// of jobs still running (per slot of `capacity`, at most 1).
+    pub fn worker_activity(&self, worker: &str, running_s: f64, capacity: u64) -> (u64, f64) {
+        let now = std::time::Instant::now();
+        let window_start = now.checked_sub(BUSY_WINDOW).unwrap_or(now);
+        let all = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(a) = all.get(worker) else {
+            let busy = running_s.min(BUSY_WINDOW.as_secs_f64());
+            return (0, busy / BUSY_WINDOW.as_secs_f64() / capacity.max(1) as f64);
+        };
+        let finished: f64 = a
+            .recent
+            .iter()
+            .map(|(s, e)| e.duration_since((*s).max(window_start)).as_secs_f64())
+            .sum();
+        let busy = (finished + running_s.min(BUSY_WINDOW.as_secs_f64()))
+            / BUSY_WINDOW.as_secs_f64()
+            / capacity.max(1) as f64;
+        (a.done, busy.min(1.0))
     }
 
     /// `worker` was handed a job `gap_s` after it last ran out of work.
@@ -255,5 +308,24 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(crate::error::AppError::internal)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_activity_counts_its_jobs_and_busy_share() {
+        let m = Metrics::default();
+        assert_eq!(m.worker_activity("gpu0", 0.0, 1), (0, 0.0));
+        m.job_finished("gpu0", Some(1.0), Some(60.0));
+        m.job_finished("gpu0", Some(1.0), Some(60.0));
+        let (done, busy) = m.worker_activity("gpu0", 60.0, 1);
+        assert_eq!(done, 2);
+        assert!((busy - 0.3).abs() < 0.01, "{busy}");
+        let (_, per_slot) = m.worker_activity("gpu0", 60.0, 2);
+        assert!((per_slot - 0.15).abs() < 0.01, "{per_slot}");
+        assert_eq!(m.worker_activity("gpu1", 0.0, 1).0, 0);
     }
 }

@@ -142,6 +142,17 @@ pub async fn workers(State(s): State<HubState>) -> Result<Json<Value>, AppError>
         };
         let stats = &info["system_stats"];
         let device = &stats["devices"][0];
+        let now = now_ms();
+        let window_ms = crate::hub::metrics::BUSY_WINDOW.as_millis() as u64;
+        let running_s: f64 = running
+            .iter()
+            .filter(|j| j.worker.as_deref() == Some(id.as_str()))
+            .filter_map(|j| j.started_ms)
+            .map(|t| now.saturating_sub(t.max(now.saturating_sub(window_ms))) as f64 / 1000.0)
+            .sum();
+        let (jobs_done, busy) =
+            s.metrics
+                .worker_activity(&id, running_s, info["capacity"].as_u64().unwrap_or(1));
         out.push(json!({
             "id": id,
             "state": state,
@@ -153,6 +164,8 @@ pub async fn workers(State(s): State<HubState>) -> Result<Json<Value>, AppError>
             "vram_total": device["vram_total"],
             "vram_free": device["vram_free"],
             "jobs": jobs,
+            "jobs_done": jobs_done,
+            "busy_ratio_10m": busy,
         }));
     }
     Ok(Json(Value::Array(out)))

@@ -528,6 +528,8 @@ function renderWorkers() {
         w.vram_total ? `VRAM ${used !== null ? `${gib(used)} / ` : ''}${gib(w.vram_total)}` : 'VRAM ?',
         ' · ComfyUI ', w.comfyui_version || '?',
         w.capacity ? ` · ${w.capacity} slot${w.capacity > 1 ? 's' : ''}` : ''),
+      h('div', { class: 'meta worker-activity' },
+        `${w.jobs_done ?? 0} jobs done · busy ${Math.round((w.busy_ratio_10m ?? 0) * 100)}% (10 min)`),
       jobs.length ? jobs : h('div', { class: 'meta' }, w.state === 'busy' ? '' : 'no job'),
     );
   });
