@@ -46,6 +46,8 @@ pub enum AdminCommand {
     Unlock { user: String },
     /// Remove a participant's waiting jobs.
     Clear { user: String },
+    /// Give a participant a new password and token (prints them).
+    Reset { user: String },
     /// Show a message in every participant's editor.
     Broadcast {
         #[arg(required = true, num_args = 1..)]
@@ -210,6 +212,7 @@ pub async fn run(target: &AdminTarget, cmd: AdminCommand, as_json: bool) -> anyh
         Lock { user } => ("POST", format!("/users/{user}/lock"), None),
         Unlock { user } => ("POST", format!("/users/{user}/unlock"), None),
         Clear { user } => ("POST", format!("/users/{user}/clear"), None),
+        Reset { user } => ("POST", format!("/users/{user}/reset"), None),
         Broadcast { message } => (
             "POST",
             "/broadcast".into(),
@@ -369,6 +372,11 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
             )
         }
         Clear { user } => format!("removed {} waiting job(s) of {user}", s(&v["removed"])),
+        Reset { user } => format!(
+            "{user}'s new password: {}\n(token for scripts: {})",
+            s(&v["password"]),
+            s(&v["token"])
+        ),
         Move { .. } if v["moved"] == false => "already at that end of the queue".into(),
         other => format!("ok: {}", format!("{other:?}").to_lowercase()),
     }

@@ -368,6 +368,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/users/user01/lock"),
     ("POST", "/admin/api/users/user01/unlock"),
     ("POST", "/admin/api/users/user01/clear"),
+    ("POST", "/admin/api/users/user01/reset"),
     ("POST", "/admin/api/users/user01/max_pending"),
     ("POST", "/admin/api/workers/gpu0/drain"),
     ("POST", "/admin/api/workers/gpu0/undrain"),
@@ -384,7 +385,7 @@ async fn nothing_but_the_admin_login_reaches_any_admin_route() {
     // path itself; unknown targets may 404 with a JSON error).
     let route_table = include_str!("../src/hub/admin/mod.rs");
     let declared = route_table.matches(".route(\"").count();
-    // 22 API routes + the dashboard and its two files + cards + files +
+    // 23 API routes + the dashboard and its two files + cards + files +
     // /admin + login + logout.
     assert_eq!(
         declared,
@@ -476,4 +477,99 @@ async fn the_dashboard_login_sets_an_admin_only_cookie() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("comfy-multi"));
+}
+
+#[tokio::test]
+async fn a_reset_login_replaces_the_old_password_token_and_sessions() {
+    let a = spawn_admin().await;
+    let old = comfy_multi::auth::Credentials::generate();
+    let state = comfy_multi::frontend::FrontendState::new(
+        "user01",
+        a.hub.queue.clone(),
+        a.hub.state.path().join("static"),
+        a.hub.state.path().join("users").join("user01"),
+        1 << 20,
+    )
+    .with_login(old.clone(), b"secret", false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fe = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(comfy_multi::frontend::run(
+        listener,
+        state,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let login = |password: String| {
+        let (http, fe) = (a.http.clone(), fe.clone());
+        async move {
+            http.post(format!("{fe}/user01/login"))
+                .form(&[("password", password)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = login(old.password.clone()).await;
+    assert_eq!(r.status(), 303);
+    let old_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let (s, body) = a.post("/users/user01/reset", json!({})).await;
+    assert_eq!(s, 200);
+    let new_password = body["password"].as_str().unwrap().to_string();
+    let new_token = body["token"].as_str().unwrap().to_string();
+    assert_ne!(new_password, old.password);
+    assert_eq!(a.post("/users/nobody/reset", json!({})).await.0, 404);
+
+    // The frontend takes the new login within its recheck interval.
+    let settings = format!("{fe}/user01/api/settings");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = a
+            .http
+            .get(&settings)
+            .bearer_auth(&new_token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "new token not taken");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = a
+        .http
+        .get(&settings)
+        .bearer_auth(&old.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "old token");
+    let r = a
+        .http
+        .get(&settings)
+        .header("cookie", &old_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "old session");
+    assert_eq!(login(old.password.clone()).await.status(), 401);
+    assert_eq!(login(new_password.clone()).await.status(), 303);
+    // The join cards show the new password.
+    let cards = a
+        .http
+        .get(format!("{}/admin/cards", a.hub.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(cards.contains(&new_password));
 }

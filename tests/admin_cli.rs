@@ -126,6 +126,9 @@ async fn every_action_command_changes_the_workshop() {
     c.ok(&["unlock", "user03"]).await;
     q.enqueue(support::job("user03", 3)).await.unwrap();
     assert!(c.ok(&["clear", "user03"]).await.contains("removed 1"));
+    let reset = c.ok(&["reset", "user03"]).await;
+    let (password, _) = q.login("user03").await.unwrap().expect("a new login");
+    assert!(reset.contains(&password), "{reset}");
     let mut rx = q.subscribe(Some("user01")).await.unwrap();
     c.ok(&["broadcast", "Back", "in", "5", "minutes"]).await;
     let msg = rx.recv().await.unwrap();

@@ -20,29 +20,77 @@ pub const COOKIE: &str = "cm_session";
 /// This participant's login.
 #[derive(Debug)]
 pub struct FrontendAuth {
-    creds: Credentials,
-    key: SessionKey,
+    participant: String,
+    secret: Vec<u8>,
+    /// The login in force and the key its cookies are signed with; replaced
+    /// when the instructor resets it (see [`FrontendAuth::refresh`]).
+    current: std::sync::RwLock<(Credentials, SessionKey)>,
+    /// When the queue was last asked for a reset login.
+    checked: std::sync::Mutex<Option<std::time::Instant>>,
     /// Set `Secure` on the cookie (the public URL is https).
     secure: bool,
     limiter: LoginLimiter,
 }
 
+/// How often a frontend looks for a reset login.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FrontendAuth {
     pub fn new(participant: &str, creds: Credentials, session_secret: &[u8], secure: bool) -> Self {
+        let key = SessionKey::derive(session_secret, "participant", participant, &creds);
         Self {
-            key: SessionKey::derive(session_secret, "participant", participant, &creds),
-            creds,
+            participant: participant.to_string(),
+            secret: session_secret.to_vec(),
+            current: std::sync::RwLock::new((creds, key)),
+            checked: std::sync::Mutex::new(None),
             secure,
             limiter: LoginLimiter::default(),
+        }
+    }
+
+    fn creds(&self) -> Credentials {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    fn key(&self) -> SessionKey {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Takes a login the instructor reset (kept in the queue) in place of
+    /// the credentials file's; asks at most every [`RECHECK`].
+    async fn refresh(&self, queue: &crate::queue::Queue) {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.is_some_and(|t| t.elapsed() < RECHECK) {
+                return;
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        let Ok(Some((password, token))) = queue.login(&self.participant).await else {
+            return;
+        };
+        let creds = Credentials { password, token };
+        if creds != self.creds() {
+            let key = SessionKey::derive(&self.secret, "participant", &self.participant, &creds);
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = (creds, key);
+            tracing::info!(participant = %self.participant, "login reset by the instructor");
         }
     }
 
     /// Whether the request carries this participant's token or session.
     fn admits(&self, headers: &HeaderMap) -> bool {
         if let Some(t) = auth::bearer(headers) {
-            return auth::constant_time_eq(t.as_bytes(), self.creds.token.as_bytes());
+            return auth::constant_time_eq(t.as_bytes(), self.creds().token.as_bytes());
         }
-        session_cookie(headers).is_some_and(|c| self.key.verify(&c))
+        session_cookie(headers).is_some_and(|c| self.key().verify(&c))
     }
 }
 
@@ -62,6 +110,7 @@ pub async fn guard(State(s): State<FrontendState>, req: Request, next: Next) -> 
     let Some(a) = &s.auth else {
         return next.run(req).await;
     };
+    a.refresh(&s.queue).await;
     if a.admits(req.headers()) {
         return next.run(req).await;
     }
@@ -135,7 +184,8 @@ pub async fn submit(
         return r;
     }
     let typed = form.password.trim();
-    if !auth::constant_time_eq(typed.as_bytes(), a.creds.password.as_bytes()) {
+    a.refresh(&s.queue).await;
+    if !auth::constant_time_eq(typed.as_bytes(), a.creds().password.as_bytes()) {
         tracing::info!(participant = %s.participant, "login refused: wrong password");
         return (
             StatusCode::UNAUTHORIZED,
@@ -144,7 +194,7 @@ pub async fn submit(
             .into_response();
     }
     tracing::info!(participant = %s.participant, "login");
-    let cookie = Cookie::build((COOKIE, a.key.issue(SESSION_TTL)))
+    let cookie = Cookie::build((COOKIE, a.key().issue(SESSION_TTL)))
         .path(format!("/{}/", s.participant))
         .http_only(true)
         .same_site(SameSite::Lax)

@@ -120,6 +120,10 @@ impl Keys {
     pub fn online(&self) -> String {
         self.global("online")
     }
+    /// Hash: a participant's reset login (password, token).
+    pub fn login(&self, participant: &str) -> String {
+        self.scoped("login", participant)
+    }
     /// Set: workers being drained (no new leases).
     pub fn draining(&self) -> String {
         self.global("draining")

@@ -630,6 +630,42 @@ impl Queue {
         Ok(out)
     }
 
+    /// Replaces a participant's login (password, token) after a reset.
+    pub async fn set_login(
+        &self,
+        participant: &str,
+        password: &str,
+        token: &str,
+    ) -> Result<(), QueueError> {
+        check_name("participant", participant)?;
+        if password.is_empty() || token.len() < 16 {
+            return Err(invalid(
+                "a login needs a password and a token of 16+ characters",
+            ));
+        }
+        self.run(
+            &scripts::scripts().set_login,
+            argv![participant, password, token],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A participant's reset login (password, token), if any.
+    pub async fn login(&self, participant: &str) -> Result<Option<(String, String)>, QueueError> {
+        check_name("participant", participant)?;
+        let v: (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.login(participant))
+            .arg("password")
+            .arg("token")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(match v {
+            (Some(p), Some(t)) => Some((p, t)),
+            _ => None,
+        })
+    }
+
     /// Drains a worker (it keeps its jobs, gets no new ones) or undrains it.
     pub async fn set_draining(&self, worker: &str, draining: bool) -> Result<(), QueueError> {
         check_name("worker", worker)?;

@@ -39,6 +39,7 @@ scripts! {
     release => "release.lua",
     broadcast => "broadcast.lua",
     set_draining => "set_draining.lua",
+    set_login => "set_login.lua",
 }
 
 /// The process-wide script set.

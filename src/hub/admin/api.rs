@@ -374,6 +374,24 @@ pub async fn clear(
     Ok(Json(json!({"ok": true, "action": "clear", "removed": n})))
 }
 
+/// `POST /admin/api/users/{name}/reset`: a new password and token for a
+/// participant who lost theirs (or whose card went astray); their open
+/// sessions end. The answer is the only place the new password is shown.
+pub async fn reset(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    known(&s, &name).await?;
+    let c = crate::auth::Credentials::generate();
+    s.queue.set_login(&name, &c.password, &c.token).await?;
+    audit(&who(&headers), "reset login", &name);
+    Ok(Json(
+        json!({"ok": true, "action": "reset", "participant": name,
+                   "password": c.password, "token": c.token}),
+    ))
+}
+
 async fn set_drain(
     s: &HubState,
     headers: &HeaderMap,

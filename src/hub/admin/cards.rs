@@ -113,7 +113,21 @@ fn page(names: &[String], base: &str, logins: &CredentialsFile) -> String {
 
 /// `GET /admin/cards`.
 pub async fn cards(State(s): State<HubState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let logins = logins(&s).await?;
+    let mut logins = logins(&s).await?;
+    // A login the instructor reset replaces the file's.
+    let names: Vec<String> = logins
+        .logins
+        .keys()
+        .cloned()
+        .chain(s.participants.iter().cloned())
+        .collect();
+    for n in names {
+        if let Some((password, token)) = s.queue.login(&n).await? {
+            logins
+                .logins
+                .insert(n, crate::auth::Credentials { password, token });
+        }
+    }
     let mut names: Vec<String> = s.participants.iter().cloned().collect();
     if names.is_empty() {
         names = logins

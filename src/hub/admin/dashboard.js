@@ -495,7 +495,21 @@ function renderUsers() {
           onclick: (e) => act('Clear queue', `/users/${u.name}/clear`, {}, {
             button: e.currentTarget, confirmText: `Cancel all ${u.queued} waiting job(s) of ${u.name}?`,
           }),
-        }, 'Clear')),
+        }, 'Clear'),
+        ' ',
+        h('button', {
+          class: 'btn small', 'data-action': 'reset', title: 'a new password and token (their open editors must log in again)',
+          onclick: async () => {
+            if (!window.confirm(`Give ${u.name} a new password? Their open editors must log in again.`)) return;
+            try {
+              const r = await api(`/users/${u.name}/reset`, { method: 'POST', body: {} });
+              clearError();
+              window.alert(`${u.name}'s new password: ${r.password}`);
+            } catch (err) {
+              if (err.status !== 401) showError(`Reset password: ${err.message}`);
+            }
+          },
+        }, 'Reset password')),
     );
   });
   replaceKeepingFocus($('#participant-rows'), rows);

@@ -41,6 +41,7 @@ pub fn routes(state: HubState) -> Router {
         .route("/users/{name}/lock", post(api::lock))
         .route("/users/{name}/unlock", post(api::unlock))
         .route("/users/{name}/clear", post(api::clear))
+        .route("/users/{name}/reset", post(api::reset))
         .route("/users/{name}/max_pending", post(api::user_max_pending))
         .route("/workers/{id}/drain", post(api::drain))
         .route("/workers/{id}/undrain", post(api::undrain))
