@@ -322,14 +322,8 @@ fn admin_login(config: &Config) -> anyhow::Result<Option<std::sync::Arc<hub::adm
         }
         (None, None) => return Ok(None),
     };
-    let secret = match &config.hub.session_secret_file {
-        Some(f) => crate::config::read_secret(f)?,
-        None => String::new(),
-    };
-    let secure = config
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+    let secret = config.session_secret()?;
+    let secure = config.cookies_secure();
     Ok(Some(std::sync::Arc::new(hub::admin::AdminAuth::new(
         creds,
         secret.as_bytes(),
@@ -400,14 +394,8 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         .get(&user)
         .cloned()
         .with_context(|| format!("{} has no [{user}] login", creds_file.display()))?;
-    let session_secret = match &config.hub.session_secret_file {
-        Some(f) => crate::config::read_secret(f)?,
-        None => String::new(),
-    };
-    let secure = config
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+    let session_secret = config.session_secret()?;
+    let secure = config.cookies_secure();
     let user_dir = config.state_dir.join("users").join(&user);
     let workflows = crate::frontend::find_workflows_dir(config.frontend.workflows_dir.as_deref());
     crate::frontend::seed_participant(workflows.as_deref(), &user, &user_dir).await;

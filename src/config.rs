@@ -434,6 +434,24 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
         .map_err(|_| format!("{s:?} is neither host:port (e.g. 127.0.0.1:8189) nor unix:/path"))
 }
 
+impl Config {
+    /// The secret that signs session cookies (`hub.session_secret_file`);
+    /// empty when none is set (logins' own secrets still key the cookies).
+    pub fn session_secret(&self) -> Result<String, ConfigError> {
+        match &self.hub.session_secret_file {
+            Some(f) => read_secret(f),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Whether cookies must be `Secure`: the public URL is https.
+    pub fn cookies_secure(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
 /// Reads a secret from a file (trailing newline trimmed). The error names
 /// the file, never its content.
 pub fn read_secret(path: &Path) -> Result<String, ConfigError> {

@@ -6,6 +6,7 @@ pub mod admin_cli;
 pub mod archive;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod frontend;

@@ -4,6 +4,7 @@
 //! apply one policy.
 
 mod credentials;
+pub mod http;
 mod limiter;
 mod page;
 mod session;

@@ -7,7 +7,7 @@
 use super::FrontendState;
 use crate::auth::{self, Credentials, LoginLimiter, SessionKey, SESSION_TTL};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
@@ -90,19 +90,8 @@ impl FrontendAuth {
         if let Some(t) = auth::bearer(headers) {
             return auth::constant_time_eq(t.as_bytes(), self.creds().token.as_bytes());
         }
-        session_cookie(headers).is_some_and(|c| self.key().verify(&c))
+        auth::http::cookie_value(headers, COOKIE).is_some_and(|c| self.key().verify(&c))
     }
-}
-
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == COOKIE)
-        .map(|c| c.value().to_string())
 }
 
 /// The guard on every API route, the index page and the socket.
@@ -114,29 +103,7 @@ pub async fn guard(State(s): State<FrontendState>, req: Request, next: Next) -> 
     if a.admits(req.headers()) {
         return next.run(req).await;
     }
-    let wants_page = req.method() == Method::GET
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
-    if wants_page {
-        let to = format!("/{}/login", s.participant);
-        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
-    }
-    crate::error::AppError::Unauthorized.into_response()
-}
-
-/// Who is attempting a login, for the per-client limit: nginx's
-/// `X-Real-IP` (set from the peer address) when present.
-fn client_key(headers: &HeaderMap) -> String {
-    headers
-        .get("x-real-ip")
-        .or_else(|| headers.get("x-forwarded-for"))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().chars().take(64).collect())
-        .unwrap_or_else(|| "direct".into())
+    auth::http::unauthenticated(&req, &format!("/{}/login", s.participant))
 }
 
 /// The login page, styled like the ComfyUI editor it leads to.
@@ -169,19 +136,9 @@ pub async fn submit(
     let Some(a) = &s.auth else {
         return redirect_home(&s, None);
     };
-    if let Err(wait) = a.limiter.check(&client_key(&headers)) {
-        let secs = wait.as_secs().max(1);
+    if let Err(wait) = a.limiter.check(&auth::http::client_key(&headers)) {
         tracing::warn!(participant = %s.participant, "login attempts rate-limited");
-        let msg = format!("Too many attempts. Try again in {secs} s.");
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            page(&s.participant, Some(&msg)),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return auth::http::rate_limited(|m| page(&s.participant, Some(m)), wait);
     }
     let typed = form.password.trim();
     a.refresh(&s.queue).await;
@@ -194,43 +151,28 @@ pub async fn submit(
             .into_response();
     }
     tracing::info!(participant = %s.participant, "login");
-    let cookie = Cookie::build((COOKIE, a.key().issue(SESSION_TTL)))
-        .path(format!("/{}/", s.participant))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(a.secure)
-        .max_age(cookie::time::Duration::seconds(SESSION_TTL.as_secs() as i64))
-        .build();
+    let cookie = auth::http::session_cookie(
+        COOKIE,
+        Some(a.key().issue(SESSION_TTL)),
+        format!("/{}/", s.participant),
+        SameSite::Lax,
+        a.secure,
+    );
     redirect_home(&s, Some(cookie))
 }
 
 /// `POST /<name>/logout`.
 pub async fn logout(State(s): State<FrontendState>) -> Response {
-    let cookie = Cookie::build((COOKIE, ""))
-        .path(format!("/{}/", s.participant))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
-    let mut r = (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, format!("/{}/login", s.participant))],
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    let cookie = auth::http::session_cookie(
+        COOKIE,
+        None,
+        format!("/{}/", s.participant),
+        SameSite::Lax,
+        false,
+    );
+    auth::http::redirect(&format!("/{}/login", s.participant), Some(cookie))
 }
 
 fn redirect_home(s: &FrontendState, cookie: Option<Cookie<'static>>) -> Response {
-    let mut r = (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, format!("/{}/", s.participant))],
-    )
-        .into_response();
-    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    auth::http::redirect(&format!("/{}/", s.participant), cookie)
 }

@@ -17,6 +17,7 @@ pub use reads::{
     Broadcast, Counts, ParticipantInfo, ParticipantQueue, QueueSnapshot, RuntimeSettings, Waiting,
 };
 
+use crate::clock::now_ms;
 use futures_util::StreamExt;
 use keys::Keys;
 use redis::aio::ConnectionManager;
@@ -120,13 +121,6 @@ pub fn valid_name(name: &str) -> bool {
 /// A canonical (lowercase, hyphenated) UUID.
 pub fn valid_job_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn invalid(message: impl Into<String>) -> QueueError {

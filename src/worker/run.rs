@@ -8,6 +8,7 @@ use super::comfyui::{file_refs, rewrite_file_refs, ComfyClient, ComfyEvent, File
 use super::events::Dispatcher;
 use super::hub_client::HubClient;
 use super::prompt;
+use crate::clock::now_ms;
 use crate::protocol::WorkerMsg;
 use crate::queue::{JobError, Lease, Outcome};
 use base64::Engine;
@@ -343,11 +344,4 @@ async fn add_cached_outputs(
         outputs.insert(node.clone(), output);
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -4,6 +4,7 @@
 //! 404, refused → the queue's reason).
 
 use super::{audit, session::who};
+use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::hub::HubState;
 use crate::queue::{Actor, Direction, Job, Mode};
@@ -68,13 +69,6 @@ pub async fn queue(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
     Ok(Json(
         json!({"settings": snap.settings, "waiting": waiting, "running": running}),
     ))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Every participant: the configured ones and any who ever queued.

@@ -4,6 +4,7 @@
 //! buffer in memory (240 entries = 1 hour; lost on restart, which is fine
 //! for a live chart) served at `GET /admin/api/samples`.
 
+use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::hub::HubState;
 use crate::queue::Queue;
@@ -68,13 +69,6 @@ pub fn push(buf: &mut VecDeque<Sample>, s: Sample) {
     while buf.len() > CAPACITY {
         buf.pop_front();
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Samples the queue every `interval` (the first one at once) until

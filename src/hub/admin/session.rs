@@ -8,11 +8,11 @@ use crate::auth::{self, Credentials, LoginLimiter, SessionKey, SESSION_TTL};
 use crate::error::AppError;
 use crate::hub::HubState;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 use serde::Deserialize;
 
 const COOKIE: &str = "cm_admin";
@@ -42,13 +42,7 @@ impl AdminAuth {
             return auth::constant_time_eq(t.as_bytes(), self.creds.token.as_bytes())
                 || auth::constant_time_eq(t.as_bytes(), self.creds.password.as_bytes());
         }
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(Cookie::split_parse)
-            .filter_map(Result::ok)
-            .any(|c| c.name() == COOKIE && self.key.verify(c.value()))
+        auth::http::cookie_value(headers, COOKIE).is_some_and(|c| self.key.verify(&c))
     }
 }
 
@@ -76,16 +70,7 @@ pub async fn guard(State(s): State<HubState>, req: Request, next: Next) -> Respo
     if a.admits(req.headers()) {
         return next.run(req).await;
     }
-    let wants_page = req.method() == Method::GET
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
-    if wants_page {
-        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin/login")]).into_response();
-    }
-    AppError::Unauthorized.into_response()
+    auth::http::unauthenticated(&req, "/admin/login")
 }
 
 pub async fn to_slash() -> Response {
@@ -123,56 +108,28 @@ pub async fn submit(
         )
             .into_response();
     };
-    let client = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("direct")
-        .chars()
-        .take(64)
-        .collect::<String>();
-    if let Err(wait) = a.limiter.check(&client) {
-        let secs = wait.as_secs().max(1);
+    if let Err(wait) = a.limiter.check(&auth::http::client_key(&headers)) {
         tracing::warn!(target: "audit", "admin login attempts rate-limited");
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            page(Some(&format!("Too many attempts. Try again in {secs} s."))),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return auth::http::rate_limited(|m| page(Some(m)), wait);
     }
     if !auth::constant_time_eq(form.password.trim().as_bytes(), a.creds.password.as_bytes()) {
         tracing::warn!(target: "audit", "admin login refused: wrong password");
         return (StatusCode::UNAUTHORIZED, page(Some("Wrong password."))).into_response();
     }
     tracing::info!(target: "audit", "admin login");
-    let cookie = Cookie::build((COOKIE, a.key.issue(SESSION_TTL)))
-        .path(PATH)
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(a.secure)
-        .max_age(cookie::time::Duration::seconds(SESSION_TTL.as_secs() as i64))
-        .build();
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, PATH)]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    let cookie = auth::http::session_cookie(
+        COOKIE,
+        Some(a.key.issue(SESSION_TTL)),
+        PATH.into(),
+        SameSite::Strict,
+        a.secure,
+    );
+    auth::http::redirect(PATH, Some(cookie))
 }
 
 pub async fn logout() -> Response {
-    let cookie = Cookie::build((COOKIE, ""))
-        .path(PATH)
-        .http_only(true)
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin/login")]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    let cookie = auth::http::session_cookie(COOKIE, None, PATH.into(), SameSite::Strict, false);
+    auth::http::redirect("/admin/login", Some(cookie))
 }
 
 /// One of the dashboard's files, compiled in (no CDN, no build step).
