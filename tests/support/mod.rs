@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod report;
 
 use comfy_multi::queue::{Queue, QueueSettings};
 use std::net::TcpListener;
