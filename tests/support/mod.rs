@@ -2,6 +2,7 @@
 //! with `appendfsync always`), and a queue on a unique key prefix.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod hub;
 pub mod report;
 
