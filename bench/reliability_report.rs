@@ -10,7 +10,6 @@
 //! [--failed-runs N]`. Exits 1 when a record did not pass or tests failed.
 
 #[path = "../tests/support/report.rs"]
-#[allow(dead_code)]
 mod report;
 
 use report::{Record, Section};
@@ -69,7 +68,7 @@ fn load(dir: &std::path::Path) -> Result<Vec<Record>, String> {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         records.push(r);
     }
-    records.sort_by(|a, b| natural_key(&a.id).cmp(&natural_key(&b.id)));
+    records.sort_by_key(|a| natural_key(&a.id));
     Ok(records)
 }
 
