@@ -406,6 +406,7 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
         user_dir,
         config.frontend.max_upload_bytes,
     )
+    .configured(&config)
     .with_login(creds, session_secret.as_bytes(), secure);
     let result = match parse_listen(&listen).map_err(anyhow::Error::msg)? {
         ListenAddr::Tcp(addr) => {

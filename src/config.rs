@@ -24,6 +24,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "queue",
     "participants",
     "frontend",
+    "nodes",
     "worker",
     "workers",
 ];
@@ -40,6 +41,9 @@ pub struct Config {
     pub queue: QueueConfig,
     pub participants: ParticipantsConfig,
     pub frontend: FrontendConfig,
+    /// The instructor's node policy: which node types participants' prompts
+    /// may use.
+    pub nodes: NodesConfig,
     pub worker: WorkerConfig,
     /// In-process workers the hub runs against remote ComfyUIs.
     pub workers: Vec<RemoteWorkerConfig>,
@@ -55,6 +59,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             participants: ParticipantsConfig::default(),
             frontend: FrontendConfig::default(),
+            nodes: NodesConfig::default(),
             worker: WorkerConfig::default(),
             workers: vec![],
         }
@@ -207,6 +212,9 @@ pub struct FrontendConfig {
     pub max_upload_bytes: u64,
     /// Where a frontend reaches the hub.
     pub hub_url: String,
+    /// Editor sockets (`/ws`) one participant may hold open at once (a
+    /// few browser tabs); more are answered 429 until one closes.
+    pub max_sockets_per_participant: u32,
 }
 
 impl Default for FrontendConfig {
@@ -216,8 +224,22 @@ impl Default for FrontendConfig {
             workflows_dir: None,
             max_upload_bytes: 100 * 1024 * 1024,
             hub_url: "http://127.0.0.1:8189".into(),
+            max_sockets_per_participant: crate::frontend::DEFAULT_MAX_SOCKETS as u32,
         }
     }
+}
+
+/// The instructor's node policy, by node type (`class_type`, exactly as in
+/// ComfyUI's `object_info`, case-sensitive). A prompt using a node the
+/// policy refuses is refused at `POST /prompt`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodesConfig {
+    /// When non-empty, the only node types participants may use.
+    pub allow: Vec<String>,
+    /// Node types participants may never use (wins over `allow`), e.g.
+    /// nodes that run arbitrary code or read server files.
+    pub deny: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -398,9 +420,38 @@ impl Config {
                 p.push(format!("workers[{i}].capacity must be at least 1"));
             }
         }
+        if self.frontend.max_sockets_per_participant == 0 {
+            p.push("frontend.max_sockets_per_participant must be at least 1".into());
+        }
+        p.extend(self.nodes.problems());
         if let Some(u) = &self.public_url {
             if !is_http_url(u) {
                 p.push(format!("public_url {u:?} is not an http(s) URL"));
+            }
+        }
+        p
+    }
+}
+
+impl NodesConfig {
+    /// Empty or padded names, and names in both lists (which would read as
+    /// allowed but be refused).
+    fn problems(&self) -> Vec<String> {
+        let mut p = vec![];
+        for (key, list) in [("nodes.allow", &self.allow), ("nodes.deny", &self.deny)] {
+            for n in list {
+                if n.trim().is_empty() || n.trim() != n {
+                    p.push(format!(
+                        "{key} entry {n:?} is not a node type (a class_type such as \"SaveImage\", without spaces around it)"
+                    ));
+                }
+            }
+        }
+        for n in &self.deny {
+            if self.allow.contains(n) {
+                p.push(format!(
+                    "node type {n:?} is in both nodes.allow and nodes.deny: remove it from one"
+                ));
             }
         }
         p

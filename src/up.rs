@@ -255,6 +255,7 @@ async fn run(
             user_dir,
             config.frontend.max_upload_bytes,
         )
+        .configured(config)
         .with_login(login, secret.as_bytes(), false);
         app = app.merge(frontend::routes(state));
     }

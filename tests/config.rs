@@ -101,6 +101,64 @@ fn bad_values_are_reported_all_at_once() {
 }
 
 #[test]
+fn the_node_policy_and_socket_limit_are_read_and_their_mistakes_are_named() {
+    Jail::expect_with(|jail| {
+        // Nothing configured: every node allowed, 32 sockets per participant.
+        jail.create_file("empty.toml", "")?;
+        let c = load(jail, "empty.toml", json!({})).unwrap();
+        assert!(c.nodes.allow.is_empty() && c.nodes.deny.is_empty());
+        assert_eq!(c.frontend.max_sockets_per_participant, 32);
+
+        jail.create_file(
+            "c.toml",
+            r#"
+                [nodes]
+                deny = ["LoadImageOutput", "RunPythonCode"]
+                allow = []
+                [frontend]
+                max_sockets_per_participant = 8
+            "#,
+        )?;
+        let c = load(jail, "c.toml", json!({})).unwrap();
+        assert_eq!(c.nodes.deny, ["LoadImageOutput", "RunPythonCode"]);
+        assert_eq!(c.frontend.max_sockets_per_participant, 8);
+        jail.set_env(
+            "COMFY_MULTI_NODES__ALLOW",
+            "[\"EmptyImage\", \"SaveImage\"]",
+        );
+        let c = load(jail, "c.toml", json!({})).unwrap();
+        assert_eq!(c.nodes.allow, ["EmptyImage", "SaveImage"]);
+        jail.clear_env();
+
+        // A name in both lists, a blank or padded name, a zero limit.
+        jail.create_file(
+            "bad.toml",
+            r#"
+                [nodes]
+                allow = ["SaveImage", " EmptyImage"]
+                deny = ["SaveImage", ""]
+                [frontend]
+                max_sockets_per_participant = 0
+            "#,
+        )?;
+        let e = load(jail, "bad.toml", json!({})).unwrap_err().to_string();
+        for needle in [
+            "\"SaveImage\" is in both nodes.allow and nodes.deny",
+            "nodes.allow entry \" EmptyImage\" is not a node type",
+            "nodes.deny entry \"\" is not a node type",
+            "frontend.max_sockets_per_participant must be at least 1",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in: {e}");
+        }
+        // A misspelt key in the section is named, not ignored.
+        jail.create_file("typo.toml", "[nodes]\ndenied = [\"X\"]\n")?;
+        let e = load(jail, "typo.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("denied"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn a_missing_config_file_is_an_error() {
     let e = Config::load(Some(Path::new("/nonexistent/c.toml")), json!({})).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/c.toml"));

@@ -174,7 +174,7 @@ async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
             let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
                 AppError::Unavailable("the workers' node list is not stored yet".into())
             })?;
-            let c = for_the_app(&text);
+            let c = for_the_app(&text, &s.node_policy);
             *cache = Some((digest, c.clone()));
             c
         }
@@ -184,8 +184,9 @@ async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
 
 /// Fills in what frontend 1.58 expects of every node and older ComfyUIs
 /// leave out: `python_module` (read with `.split`) and `input_order` (the
-/// widget order, else taken from the key order of `input`).
-fn for_the_app(text: &str) -> Catalogue {
+/// widget order, else taken from the key order of `input`). Node types the
+/// instructor's policy refuses are marked (see `policy.rs`).
+fn for_the_app(text: &str, policy: &super::NodePolicy) -> Catalogue {
     let Ok(Value::Object(mut nodes)) = serde_json::from_str::<Value>(text) else {
         return Catalogue {
             text: Arc::new(text.to_string()),
@@ -211,6 +212,7 @@ fn for_the_app(text: &str) -> Catalogue {
             n.insert("input_order".into(), Value::Object(order));
         }
     }
+    policy.mark(&mut nodes);
     let parsed = Value::Object(nodes);
     Catalogue {
         text: Arc::new(parsed.to_string()),

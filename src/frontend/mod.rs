@@ -12,6 +12,7 @@ mod files;
 mod jobs;
 mod locate;
 mod login;
+mod policy;
 mod prompt;
 mod seed;
 mod userdata;
@@ -19,6 +20,7 @@ mod validate;
 mod ws;
 
 pub use locate::{find_static_dir, find_workflows_dir, seed_participant, PINNED_FRONTEND};
+pub use policy::NodePolicy;
 pub use seed::seed_workflows;
 
 use crate::queue::Queue;
@@ -54,6 +56,11 @@ pub struct FrontendState {
     /// The participant's login; `None` serves without one (tests, embedding
     /// behind another guard).
     auth: Option<Arc<login::FrontendAuth>>,
+    /// The instructor's node policy (everything allowed by default).
+    node_policy: Arc<NodePolicy>,
+    /// One permit per open editor socket.
+    sockets: Arc<tokio::sync::Semaphore>,
+    max_sockets: usize,
 }
 
 impl FrontendState {
@@ -73,7 +80,32 @@ impl FrontendState {
             object_info: Arc::default(),
             settings_lock: Arc::default(),
             auth: None,
+            node_policy: Arc::default(),
+            sockets: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_SOCKETS)),
+            max_sockets: DEFAULT_MAX_SOCKETS,
         }
+    }
+
+    /// Refuses prompts that use node types the instructor's policy refuses
+    /// (and marks those types in `/object_info`).
+    pub fn with_node_policy(mut self, policy: NodePolicy) -> Self {
+        self.node_policy = Arc::new(policy);
+        self
+    }
+
+    /// At most `n` (at least 1) editor sockets open at once; more are
+    /// answered 429 until one closes.
+    pub fn with_max_sockets(mut self, n: usize) -> Self {
+        let n = n.max(1);
+        self.sockets = Arc::new(tokio::sync::Semaphore::new(n));
+        self.max_sockets = n;
+        self
+    }
+
+    /// As the configuration says: `[frontend]` socket limit, `[nodes]` policy.
+    pub fn configured(self, config: &crate::config::Config) -> Self {
+        self.with_max_sockets(config.frontend.max_sockets_per_participant as usize)
+            .with_node_policy(NodePolicy::new(&config.nodes))
     }
 
     /// Requires this participant's login (password → session cookie, or
@@ -94,6 +126,10 @@ impl FrontendState {
         self
     }
 }
+
+/// Editor sockets one participant may hold open unless configured
+/// (`frontend.max_sockets_per_participant`).
+pub const DEFAULT_MAX_SOCKETS: usize = 32;
 
 /// The largest user file (a saved workflow) `POST /userdata/{file}` takes.
 pub const MAX_USERDATA_BYTES: usize = 8 << 20;

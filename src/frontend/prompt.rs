@@ -25,10 +25,15 @@ fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Res
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// Checks the prompt as ComfyUI would: fully against the workers' node
-/// catalogue when one is known, else only that every node names a type.
+/// Checks the prompt: first against the instructor's node policy, then as
+/// ComfyUI would — fully against the workers' node catalogue when one is
+/// known, else only that every node names a type.
 async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, Response> {
     let catalogue = super::boot::parsed_catalogue(s).await;
+    if let Err(body) = s.node_policy.check(prompt, catalogue.as_deref()) {
+        tracing::info!(participant = %s.participant, kind = "node_not_allowed", "prompt refused");
+        return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
     let checked = match catalogue.as_deref() {
         Some(catalogue) => {
             let own = super::files::own_input_files(s).await;

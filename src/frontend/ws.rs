@@ -5,12 +5,15 @@
 //! event 1 otherwise), `executing` with node=null once a job is recorded as
 //! ended (so `/history` has it), and
 //! `status` with this participant's own queue size whenever it changes.
-//! Only this participant's channel is ever subscribed.
+//! Only this participant's channel is ever subscribed. Each socket holds a
+//! Redis subscription, so a participant may hold only so many at once.
 
 use super::FrontendState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,13 +24,35 @@ pub struct WsQuery {
     client_id: Option<String>,
 }
 
+/// Opens an editor socket, if the participant holds fewer than the limit
+/// (`frontend.max_sockets_per_participant`); past it a 429 with ComfyUI's
+/// error shape, and nothing is subscribed. The slot is held until the
+/// socket closes.
 pub async fn connect(
     State(s): State<FrontendState>,
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let Ok(slot) = s.sockets.clone().try_acquire_owned() else {
+        tracing::info!(participant = %s.participant, limit = s.max_sockets, "editor socket refused: too many open");
+        let message = format!(
+            "{} already has {} editor connections open, the most allowed; close other tabs or windows of the editor and reload",
+            s.participant, s.max_sockets
+        );
+        let body = json!({"error": {"type": "too_many_sockets", "message": message,
+            "details": "", "extra_info": {"limit": s.max_sockets}}});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "10")],
+            Json(body),
+        )
+            .into_response();
+    };
     ws.max_message_size(1 << 20)
-        .on_upgrade(move |socket| session(socket, s, q.client_id))
+        .on_upgrade(move |socket| async move {
+            session(socket, s, q.client_id).await;
+            drop(slot);
+        })
 }
 
 fn text(v: Value) -> Message {

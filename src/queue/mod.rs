@@ -765,9 +765,17 @@ impl Queue {
             None => pubsub.psubscribe(self.keys.all_channels_pattern()).await?,
         }
         let (tx, rx) = mpsc::channel(256);
+        // Ends (and closes the Redis connection) as soon as the receiver is
+        // dropped, not at the next message: a closed editor socket must not
+        // keep its subscription open.
         tokio::spawn(async move {
             let mut stream = pubsub.into_on_message();
-            while let Some(msg) = stream.next().await {
+            loop {
+                let msg = tokio::select! {
+                    m = stream.next() => m,
+                    () = tx.closed() => break,
+                };
+                let Some(msg) = msg else { break };
                 let Ok(text) = msg.get_payload::<String>() else {
                     continue;
                 };
