@@ -106,7 +106,6 @@ impl Record {
         std::fs::create_dir_all(&dir).expect("create the report dir");
         let path = dir.join(format!("{}.json", self.id));
         let text = serde_json::to_string_pretty(self).expect("a record serialises");
-        std::fs::write(&path, text)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 }
