@@ -507,7 +507,8 @@ fn snapshot(root: &Path, skip: &str) -> BTreeMap<String, Option<Vec<u8>>> {
 }
 
 /// Everything under the participant's own folder is a plain file or
-/// folder whose real path is inside it (no links, no devices, no fifos).
+/// folder whose real path is inside it (no links, no devices, no fifos),
+/// and no temp file of a write was left behind.
 fn own_dir_problems(dir: &Path) -> Vec<String> {
     let Ok(real_root) = dir.canonicalize() else {
         return vec![];
@@ -516,6 +517,9 @@ fn own_dir_problems(dir: &Path) -> Vec<String> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                problems.push(format!("{} was left behind", e.path().display()));
+            }
             let meta = std::fs::symlink_metadata(e.path()).unwrap();
             let t = meta.file_type();
             if t.is_dir() {
