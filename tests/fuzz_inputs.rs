@@ -104,7 +104,7 @@ impl Counts {
         let mut r = Record::new(Section::Input, id, title)
             .setup(setup)
             .measure("cases", self.cases)
-            .measure("2xx/3xx", self.ok)
+            .measure("2xx/3xx (sockets: the probe answered)", self.ok)
             .measure("4xx", self.client_errors)
             .measure("5xx", self.server_errors)
             .measure("no answer", self.no_answer)
