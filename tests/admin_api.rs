@@ -9,6 +9,7 @@ use comfy_multi::queue::{Mode, QueueSettings};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::hub::{TestHub, ADMIN_PASSWORD, ADMIN_TOKEN, WORKER_TOKEN};
+use support::report::{Record, Section};
 use support::RedisServer;
 
 struct Admin {
@@ -396,33 +397,175 @@ async fn nothing_but_the_admin_login_reaches_any_admin_route() {
         "cm_session=4102444800.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let forged_admin =
         "cm_admin=4102444800.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    // Signed with the admin's real key, but expired.
+    let expired_admin = format!("cm_admin={}", admin_key().issue(std::time::Duration::ZERO));
+    let user01 = support::hub::participant_login("user01");
+    // A participant's cookie signed with the hub's own session secret.
+    let signed_participant = format!(
+        "cm_session={}",
+        comfy_multi::auth::SessionKey::derive(
+            b"test-session-secret",
+            "participant",
+            "user01",
+            &user01
+        )
+        .issue(comfy_multi::auth::SESSION_TTL)
+    );
+    let credentials = [
+        ("nothing", "x-none", "1".to_string()),
+        (
+            "worker token",
+            "authorization",
+            format!("Bearer {WORKER_TOKEN}"),
+        ),
+        (
+            "participant token",
+            "authorization",
+            "Bearer 0123456789abcdef0123456789abcdef".into(),
+        ),
+        (
+            "user01's real token",
+            "authorization",
+            format!("Bearer {}", user01.token),
+        ),
+        ("participant cookie", "cookie", participant_cookie.into()),
+        ("user01's signed cookie", "cookie", signed_participant),
+        ("forged admin cookie", "cookie", forged_admin.into()),
+        ("expired admin cookie", "cookie", expired_admin),
+    ];
+    let mut calls = 0;
+    let mut failures = vec![];
     for (method, path) in ROUTES {
         let url = format!("{}{path}", a.hub.url);
-        for (what, header, value) in [
-            ("nothing", "x-none", "1".to_string()),
-            (
-                "worker token",
-                "authorization",
-                format!("Bearer {WORKER_TOKEN}"),
-            ),
-            (
-                "participant token",
-                "authorization",
-                "Bearer 0123456789abcdef0123456789abcdef".into(),
-            ),
-            ("participant cookie", "cookie", participant_cookie.into()),
-            ("forged admin cookie", "cookie", forged_admin.into()),
-        ] {
+        for (what, header, value) in &credentials {
             let req = match *method {
                 "GET" => a.http.get(&url),
                 _ => a.http.post(&url).json(&json!({})),
             };
-            let r = req.header(header, &value).send().await.unwrap();
-            assert_eq!(r.status(), 401, "{method} {path} with {what}");
+            let r = req.header(*header, value).send().await.unwrap();
+            calls += 1;
+            if r.status() != 401 {
+                failures.push(format!("{method} {path} with {what}: {}", r.status()));
+            }
         }
     }
     // Nothing changed.
-    assert_eq!(a.get("/status").await["settings"]["paused_submit"], false);
+    let paused = a.get("/status").await["settings"]["paused_submit"].clone();
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-admin-routes",
+        "Every admin route × every credential that is not the admin's",
+    )
+    .setup(format!(
+        "{} admin routes (count checked against src/hub/admin/mod.rs) × {} credentials: none, worker token, participant tokens and cookies (one signed with the hub's secret), forged and expired admin cookies",
+        ROUTES.len(),
+        credentials.len()
+    ))
+    .measure("calls", calls)
+    .measure("answered other than 401", failures.len());
+    r.passed = failures.is_empty() && paused == false;
+    r.write();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(paused, false);
+}
+
+/// The key the test hub signs admin cookies with.
+fn admin_key() -> comfy_multi::auth::SessionKey {
+    comfy_multi::auth::SessionKey::derive(
+        b"test-session-secret",
+        "admin",
+        comfy_multi::auth::ADMIN,
+        &comfy_multi::auth::Credentials {
+            password: ADMIN_PASSWORD.into(),
+            token: ADMIN_TOKEN.into(),
+        },
+    )
+}
+
+/// An admin cookie from the hub's own key opens the API while fresh and
+/// not once expired (the control shows the key is the right one).
+#[tokio::test]
+async fn an_expired_admin_cookie_is_refused() {
+    let a = spawn_admin().await;
+    let status = |cookie: String| {
+        let req = a
+            .http
+            .get(format!("{}/admin/api/status", a.hub.url))
+            .header("cookie", format!("cm_admin={cookie}"));
+        async move { req.send().await.unwrap().status() }
+    };
+    let expired = status(admin_key().issue(std::time::Duration::ZERO)).await;
+    let fresh = status(admin_key().issue(comfy_multi::auth::SESSION_TTL)).await;
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-expired-admin-session",
+        "An expired but correctly signed admin session cookie",
+    )
+    .setup("cookie from the hub's admin session key with no time to live on /admin/api/status; the same key's normal cookie as the control")
+    .measure("expired cookie", expired.as_u16())
+    .measure("control cookie", fresh.as_u16());
+    r.passed = expired == StatusCode::UNAUTHORIZED && fresh == StatusCode::OK;
+    r.write();
+    assert_eq!(expired, StatusCode::UNAUTHORIZED);
+    assert_eq!(fresh, StatusCode::OK);
+}
+
+/// The admin login is rate-limited like a participant's: per client, and
+/// per login whatever the client address claims to be.
+#[tokio::test]
+async fn admin_password_guesses_are_rate_limited() {
+    let a = spawn_admin().await;
+    let attempt = |password: &'static str, from: String| {
+        let req = a
+            .http
+            .post(format!("{}/admin/login", a.hub.url))
+            .header("x-real-ip", from)
+            .form(&[("password", password)]);
+        async move { req.send().await.unwrap() }
+    };
+    let mut one_client = vec![];
+    for _ in 0..7 {
+        one_client.push(attempt("guess", "10.9.9.9".into()).await.status());
+    }
+    let right_from_guesser = attempt(ADMIN_PASSWORD, "10.9.9.9".into()).await;
+    let right_status = right_from_guesser.status();
+    let cookie_when_limited = right_from_guesser.headers().get("set-cookie").is_some();
+    let mut spread = vec![];
+    for i in 0..40 {
+        let r = attempt("guess", format!("10.7.0.{i}")).await;
+        assert!(r.headers().get("set-cookie").is_none());
+        spread.push(r.status());
+    }
+    let count = |v: &[StatusCode], s: StatusCode| v.iter().filter(|x| **x == s).count();
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-admin-brute-force",
+        "Password guesses on the admin login: from one client, then from 40 addresses",
+    )
+    .setup("7 wrong passwords from one x-real-ip then the right one from it; then 40 wrong passwords each from its own address")
+    .measure("one client: 401", count(&one_client, StatusCode::UNAUTHORIZED))
+    .measure("one client: 429", count(&one_client, StatusCode::TOO_MANY_REQUESTS))
+    .measure("right password from the guessing client", right_status.as_u16())
+    .measure("40 addresses: 429", count(&spread, StatusCode::TOO_MANY_REQUESTS));
+    r.passed = one_client[..5]
+        .iter()
+        .all(|s| *s == StatusCode::UNAUTHORIZED)
+        && right_status == StatusCode::TOO_MANY_REQUESTS
+        && !cookie_when_limited
+        && count(&spread, StatusCode::TOO_MANY_REQUESTS) > 0;
+    r.write();
+    assert!(
+        one_client[..5]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{one_client:?}"
+    );
+    assert_eq!(right_status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!cookie_when_limited);
+    assert!(
+        count(&spread, StatusCode::TOO_MANY_REQUESTS) > 0,
+        "no per-login cap: {spread:?}"
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::report::{Record, Section};
 use support::RedisServer;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -182,14 +183,24 @@ async fn stored(t: &Setup) -> Stored {
 
 /// The server still answers: the queue, the catalogue, a file.
 async fn still_serves(t: &Setup) {
+    serves(t).await.unwrap();
+}
+
+/// Whether the server still answers: the queue, the catalogue, a file.
+async fn serves(t: &Setup) -> Result<(), String> {
     for p in [
         "/prompt",
         "/object_info",
         "/view?filename=mine.png&type=input",
     ] {
-        let r = t.http.get(format!("{}{p}", t.base)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{p} after bad input");
+        let r = t.http.get(format!("{}{p}", t.base)).send().await;
+        match r {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => return Err(format!("{p} after bad input: {}", r.status())),
+            Err(e) => return Err(format!("{p} after bad input: {e}")),
+        }
     }
+    Ok(())
 }
 
 /// A request: method, path under the participant's base (or, starting
@@ -246,13 +257,18 @@ async fn send(t: &Setup, req: Req) -> (u16, String) {
 }
 
 /// Sends each request; each must be a 4xx with a body saying why, store
-/// nothing, and leave the server serving.
-async fn all_refused(t: &Setup, reqs: Vec<Req>) {
+/// nothing, and leave the server serving. Writes the report record `id`
+/// (`title` says what the requests are) before asserting.
+async fn all_refused(t: &Setup, id: &str, title: &str, reqs: Vec<Req>) {
     let before = stored(t).await;
+    let cases = reqs.len();
+    let mut sent = 0;
     let mut failures = vec![];
+    let mut wrote = None;
     for req in reqs {
         let what = req.describe();
         let (status, body) = send(t, req).await;
+        sent += 1;
         // A bare 404 (a static file that is not there) says enough.
         if !(400..500).contains(&status) || (body.trim().is_empty() && status != 404) {
             failures.push(format!("{what}: {status} {body:.300}"));
@@ -265,14 +281,28 @@ async fn all_refused(t: &Setup, reqs: Vec<Req>) {
                 .chain(before.files.keys())
                 .filter(|k| now.files.get(*k) != before.files.get(*k))
                 .collect();
-            panic!(
+            wrote = Some(format!(
                 "{what} ({status}) stored something: {changed:?} jobs {:?}",
                 now.jobs
-            );
+            ));
+            break;
         }
     }
+    let serving = serves(t).await;
+    let mut r = Record::new(Section::Input, id, title)
+        .setup("one participant's in-process frontend with an upload, a workflow, a setting and a waiting job, another participant's files beside it; the whole state dir and the participant's jobs compared after every request")
+        .measure("cases", cases)
+        .measure("clear 4xx", sent - failures.len())
+        .measure("not a clear 4xx", failures.len())
+        .measure("requests that stored something", usize::from(wrote.is_some()))
+        .measure("still serving after", if serving.is_ok() { "yes" } else { "no" });
+    r.passed = failures.is_empty() && wrote.is_none() && serving.is_ok();
+    r.write();
+    if let Some(w) = wrote {
+        panic!("{w}");
+    }
     assert!(failures.is_empty(), "not a clear 4xx: {failures:#?}");
-    still_serves(t).await;
+    serving.unwrap();
 }
 
 /// ComfyUI's answer to a refused prompt.
@@ -388,7 +418,13 @@ async fn traversal_on_every_path_taking_endpoint_is_a_4xx_that_writes_nothing() 
         )],
     );
     reqs.push(upload("/upload/mask", f));
-    all_refused(&t, reqs).await;
+    all_refused(
+        &t,
+        "input-bad-traversal",
+        "Traversal attempts on every endpoint that takes a path or a name",
+        reqs,
+    )
+    .await;
 
     // A history lookup answers `{}` for an unknown id, as ComfyUI does.
     let (status, body) = send(&t, get("/history/..%2F..%2Fx")).await;
@@ -413,6 +449,40 @@ async fn traversal_on_every_path_taking_endpoint_is_a_4xx_that_writes_nothing() 
         .await
         .unwrap();
     assert_eq!(v["../../../x"], 1);
+}
+
+/// Found by `fuzz_inputs`: saving user data onto a folder's name, or
+/// under a file's name as if it were a folder, was a 500 that left a
+/// `.tmp-…` file behind. ComfyUI answers these with a 500 too; here they
+/// are a 409, as the same names are for a move.
+#[tokio::test]
+async fn saving_userdata_onto_a_folder_is_a_409_that_leaves_no_temp_file() {
+    let t = setup().await;
+    let reqs = vec![
+        post("/userdata/workflows", "{}"),
+        post("/userdata/workflows?overwrite=true", "{}"),
+        post("/api/userdata/workflows?overwrite=%ff", "{}"),
+        post("/userdata/workflows%2Fmine.json%2Fx.json", "{}"),
+        post(
+            "/userdata/workflows%2Fmine.json%2Fa%2Fb.json?overwrite=true",
+            "{}",
+        ),
+    ];
+    let before = stored(&t).await;
+    for r in &reqs {
+        if let Req::Raw(_, path, _, _) = r {
+            let (status, body) = send(&t, post(path.clone(), "{}")).await;
+            assert_eq!(status, 409, "{path}: {body}");
+        }
+    }
+    assert_eq!(stored(&t).await, before, "a temp file or folder was left");
+    all_refused(
+        &t,
+        "input-bad-userdata-folders",
+        "User data saved onto a folder, or under a file as if it were a folder",
+        reqs,
+    )
+    .await;
 }
 
 // ------------------------------------------------------------- oversize
@@ -468,7 +538,13 @@ async fn bodies_over_each_limit_are_a_413_that_writes_nothing() {
             )],
         ),
     ));
-    all_refused(&t, reqs).await;
+    all_refused(
+        &t,
+        "input-bad-oversize",
+        "Bodies over each limit: userdata, settings, small JSON endpoints, uploads",
+        reqs,
+    )
+    .await;
     for (path, body) in [
         ("/userdata/workflows%2Fbig.json", mb(9)),
         ("/settings", mb(3)),
@@ -617,7 +693,13 @@ async fn malformed_json_on_every_json_taking_post_is_a_400() {
         "/upload/mask",
         image_form("m.png", png(4, 4, 5), &[("original_ref", "{")]),
     ));
-    all_refused(&t, reqs).await;
+    all_refused(
+        &t,
+        "input-bad-malformed-json",
+        "Malformed JSON and JSON of the wrong shape on every JSON-taking POST",
+        reqs,
+    )
+    .await;
     for body in bad {
         let (status, text) = send(&t, post("/prompt", body.to_vec())).await;
         assert_comfyui_error(status, &text, 400);
@@ -670,7 +752,13 @@ async fn deeply_nested_json_is_a_400_not_a_crash() {
             &[("original_ref", &objects[..15_000])],
         ),
     ));
-    all_refused(&t, reqs).await;
+    all_refused(
+        &t,
+        "input-bad-nested-json",
+        "100,000-deep JSON nesting on every JSON-taking POST",
+        reqs,
+    )
+    .await;
     // Nesting within serde's limit is just data: stored or refused, never a 5xx.
     let mut p = support::prompt(5);
     p["1"]["inputs"]["color"] =
@@ -767,7 +855,13 @@ async fn a_broken_upload_form_is_a_400_that_leaves_no_temp_file() {
     let mask_typed =
         |body: String| raw(Method::POST, "/upload/mask", body.into_bytes()).with_type(&mp);
     reqs.push(mask_typed(format!("{image}--{b}\r\nContent-Dispo")));
-    all_refused(&t, reqs).await;
+    all_refused(
+        &t,
+        "input-bad-multipart",
+        "Broken upload forms and bad masks",
+        reqs,
+    )
+    .await;
 }
 
 impl Req {

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::report::{Record, Section};
 use support::RedisServer;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -874,6 +875,20 @@ async fn participant_b_reaches_none_of_participant_as_data_through_any_route() {
             }
         }
     }
+    let successes = failures.len();
+    let mut r = Record::new(
+        Section::Input,
+        "input-isolation-matrix",
+        "Participant B calls every route of their own server with participant A's identifiers",
+    )
+    .setup(format!(
+        "{} rows (every route of src/frontend/mod.rs, parsed) × /X and /api/X × B's cookie and B's token; A's jobs, files, userdata and settings compared after every call",
+        rows.len()
+    ))
+    .measure("calls", calls)
+    .measure("failures (A's data shown or changed, 5xx, refusals missing)", successes);
+    r.passed = failures.is_empty() && calls >= 300;
+    r.write();
     assert!(
         failures.is_empty(),
         "{} of {calls} calls: {failures:#?}",
@@ -959,12 +974,90 @@ async fn one_participants_cookie_or_token_opens_no_route_of_another() {
         assert_eq!(r.status(), 401, "the other's password on {server}");
         assert!(r.headers().get("set-cookie").is_none());
     }
+    let unchanged = a_state(&site, &owned).await == before;
+    let mut r = Record::new(
+        Section::Input,
+        "input-isolation-cross-credentials",
+        "One participant's cookie or token on every guarded route of another's server",
+    )
+    .setup("A's cookie and token on B's server and B's on A's: every guarded matrix row under /X and /api/X, the socket, and each password on the other's login")
+    .measure("cross-credential calls", calls)
+    .measure("answered other than 401", failures.len());
+    r.passed = failures.is_empty() && unchanged;
+    r.write();
     assert!(
         failures.is_empty(),
         "{} of {calls} calls: {failures:#?}",
         failures.len()
     );
-    assert_eq!(a_state(&site, &owned).await, before);
+    assert!(unchanged, "A's data changed");
+}
+
+/// The hub's credentials — the worker token, the admin token, an admin
+/// session cookie signed with the same session secret — open no guarded
+/// route of a participant's server, the socket included. (The frontends
+/// know no worker or admin token; this keeps it so.)
+#[tokio::test]
+async fn worker_and_admin_credentials_open_no_participant_route() {
+    use support::hub::{ADMIN_PASSWORD, ADMIN_TOKEN, WORKER_TOKEN};
+    let site = spawn_site().await;
+    let owned = populate_a(&site).await;
+    let admin = Credentials {
+        password: ADMIN_PASSWORD.into(),
+        token: ADMIN_TOKEN.into(),
+    };
+    let admin_session = comfy_multi::auth::SessionKey::derive(
+        b"session-secret",
+        "admin",
+        comfy_multi::auth::ADMIN,
+        &admin,
+    )
+    .issue(comfy_multi::auth::SESSION_TTL);
+    let table = route_table();
+    let rows = matrix(&owned);
+    let attempts = [
+        Auth::Token(WORKER_TOKEN.into()),
+        Auth::Token(ADMIN_TOKEN.into()),
+        Auth::Token(ADMIN_PASSWORD.into()),
+        Auth::Cookie(format!("cm_admin={admin_session}")),
+        // The admin's session value under the participant's cookie name.
+        Auth::Cookie(format!("cm_session={admin_session}")),
+    ];
+    let mut calls = 0;
+    let mut failures = vec![];
+    for auth in &attempts {
+        for row in rows.iter().filter(|r| !r.public) {
+            for prefix in prefixes(&table, row.route) {
+                let (status, _) = send(&site, A, prefix, row, auth).await;
+                calls += 1;
+                if status != 401 {
+                    failures.push(format!(
+                        "{} {A}{prefix}{} with {auth:?}: {status}",
+                        row.method, row.path
+                    ));
+                }
+            }
+        }
+        let ws = format!("{}/{A}/ws?clientId=x", site.base.replace("http", "ws"));
+        calls += 1;
+        if tokio_tungstenite::connect_async(auth.ws_request(&ws))
+            .await
+            .is_ok()
+        {
+            failures.push(format!("{A}'s socket with {auth:?}"));
+        }
+    }
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-hub-credentials-on-participant-routes",
+        "Worker token, admin token and admin session cookie on every guarded participant route",
+    )
+    .setup("every guarded matrix row under /X and /api/X, and the socket, with the worker token, the admin token and password as bearer, and an admin session cookie signed with the participants' session secret (under both cookie names)")
+    .measure("calls", calls)
+    .measure("answered other than 401", failures.len());
+    r.passed = failures.is_empty();
+    r.write();
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 // ----------------------------------------------------------- the socket

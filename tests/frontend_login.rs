@@ -9,6 +9,7 @@ use comfy_multi::auth::Credentials;
 use comfy_multi::frontend::FrontendState;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
+use support::report::{Record, Section};
 use support::RedisServer;
 
 struct Site {
@@ -240,21 +241,37 @@ async fn repeated_wrong_passwords_are_rate_limited_per_client() {
     for _ in 0..7 {
         statuses.push(login(&site, "user07", "guess", "10.9.9.9").await.status());
     }
+    let limited = login(&site, "user07", &site.creds[0].password, "10.9.9.9").await;
+    let wait: Option<u64> = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let cookie_when_limited = limited.headers().get("set-cookie").is_some();
+    // The participant at another machine still gets in.
+    let ok = login(&site, "user07", &site.creds[0].password, "10.0.0.2").await;
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-login-brute-force",
+        "Repeated wrong passwords from one client on a participant's login",
+    )
+    .setup("7 wrong passwords from one x-real-ip, then the right one from it, then the right one from another address")
+    .measure("wrong passwords answered 401", statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count())
+    .measure("right password from the guessing client", limited.status().as_u16())
+    .measure("Retry-After (s)", wait.map_or("none".into(), |w| w.to_string()))
+    .measure("right password from another address", ok.status().as_u16());
+    r.passed = statuses[..5].iter().all(|s| *s == StatusCode::UNAUTHORIZED)
+        && limited.status() == StatusCode::TOO_MANY_REQUESTS
+        && wait.is_some_and(|w| w >= 1)
+        && !cookie_when_limited
+        && ok.status() == StatusCode::SEE_OTHER;
+    r.write();
     assert!(
         statuses[..5].iter().all(|s| *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
-    let limited = login(&site, "user07", &site.creds[0].password, "10.9.9.9").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(wait >= 1);
-    assert!(limited.headers().get("set-cookie").is_none());
-    // The participant at another machine still gets in.
-    let ok = login(&site, "user07", &site.creds[0].password, "10.0.0.2").await;
+    assert!(wait.unwrap() >= 1);
+    assert!(!cookie_when_limited);
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
 }
 
@@ -272,4 +289,106 @@ async fn logging_out_clears_the_cookie() {
         set.starts_with("cm_session=;") && set.contains("Max-Age=0"),
         "{set}"
     );
+}
+
+/// A cookie signed with the participant's real key but already expired
+/// (issued with no time to live) is refused, while one from the same key
+/// with the normal lifetime opens the server — so the refusal is the
+/// expiry, not a wrong signature.
+#[tokio::test]
+async fn an_expired_session_cookie_is_refused() {
+    let site = spawn_site(false).await;
+    let key = comfy_multi::auth::SessionKey::derive(
+        b"session-secret",
+        "participant",
+        "user07",
+        &site.creds[0],
+    );
+    let url = format!("{}/user07/api/settings", site.base);
+    let status = |cookie: String| {
+        let url = url.clone();
+        async move {
+            client()
+                .get(url)
+                .header("cookie", format!("cm_session={cookie}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let expired = key.issue(std::time::Duration::ZERO);
+    let fresh = key.issue(comfy_multi::auth::SESSION_TTL);
+    let expired_status = status(expired.clone()).await;
+    let fresh_status = status(fresh).await;
+    // The same expired cookie on the socket.
+    let ws = format!(
+        "{}/user07/ws?clientId=x",
+        site.base.replace("http://", "ws://")
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws.as_str())
+            .unwrap();
+    req.headers_mut()
+        .insert("cookie", format!("cm_session={expired}").parse().unwrap());
+    let ws_refused = tokio_tungstenite::connect_async(req).await.is_err();
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-expired-session",
+        "An expired but correctly signed participant session cookie",
+    )
+    .setup("cookie from the participant's own session key with no time to live, on the API and the socket; the same key's normal cookie as the control")
+    .measure("expired cookie", expired_status.as_u16())
+    .measure("expired cookie on /ws", if ws_refused { "refused" } else { "accepted" })
+    .measure("control cookie", fresh_status.as_u16());
+    r.passed =
+        expired_status == StatusCode::UNAUTHORIZED && ws_refused && fresh_status == StatusCode::OK;
+    r.write();
+    assert_eq!(expired_status, StatusCode::UNAUTHORIZED);
+    assert!(ws_refused, "the socket took an expired cookie");
+    assert_eq!(fresh_status, StatusCode::OK, "the control cookie");
+}
+
+/// Guesses spread over many client addresses (x-real-ip is whatever the
+/// proxy says) still meet the per-login cap.
+#[tokio::test]
+async fn guesses_from_many_addresses_meet_the_per_login_cap() {
+    let site = spawn_site(false).await;
+    let mut statuses = vec![];
+    for i in 0..40 {
+        let r = login(
+            &site,
+            "user07",
+            "guess",
+            &format!("10.7.{}.{}", i / 200, i % 200),
+        )
+        .await;
+        assert!(r.headers().get("set-cookie").is_none());
+        statuses.push(r.status());
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let other = statuses
+        .iter()
+        .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS && **s != StatusCode::UNAUTHORIZED)
+        .count();
+    // user08's login is not capped by user07's guesses.
+    let theirs = login(&site, "user08", &site.creds[1].password, "10.8.0.1").await;
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-login-cap",
+        "Password guesses from 40 different client addresses against one login",
+    )
+    .setup("40 wrong passwords for user07, each from its own x-real-ip (no per-client limit applies); then user08's right password")
+    .measure("attempts", statuses.len())
+    .measure("rate-limited (429)", limited)
+    .measure("other than 401/429", other)
+    .measure("another login", theirs.status().as_u16());
+    r.passed = limited > 0 && other == 0 && theirs.status() == StatusCode::SEE_OTHER;
+    r.write();
+    assert!(limited > 0, "no cap over 40 guesses: {statuses:?}");
+    assert_eq!(other, 0, "{statuses:?}");
+    assert_eq!(theirs.status(), StatusCode::SEE_OTHER);
 }

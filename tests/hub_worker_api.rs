@@ -199,3 +199,157 @@ async fn a_hub_with_a_workers_entry_runs_jobs_on_that_remote_comfyui() {
         .next()
         .is_some());
 }
+
+/// The worker routes of `hub::router`, as its source writes them:
+/// `(method, path)` with the job's placeholders.
+fn worker_routes() -> Vec<(&'static str, String)> {
+    let src = include_str!("../src/hub/mod.rs");
+    let start = src.find("pub fn router(").expect("hub::router");
+    let body = &src[start..start + src[start..].find("\n}\n").unwrap()];
+    let mut out = vec![];
+    for (at, _) in body.match_indices(".route(") {
+        let rest = &body[at + ".route(".len()..];
+        let (path, handler) = rest.split_once(',').unwrap();
+        let path = match path.trim() {
+            "crate::protocol::CONNECT_PATH" => comfy_multi::protocol::CONNECT_PATH.to_string(),
+            lit => lit.trim_matches('"').to_string(),
+        };
+        let method = if handler.trim_start().starts_with("post(") {
+            "POST"
+        } else {
+            "GET"
+        };
+        if path.starts_with("/worker/") {
+            out.push((method, path));
+        }
+    }
+    out
+}
+
+/// Participants' and the instructor's credentials — tokens and cookies
+/// from real logins on the hub's own address, as `comfy-multi up` serves
+/// them — open no worker route, the socket included.
+#[tokio::test]
+async fn participant_and_admin_credentials_open_no_worker_route() {
+    use support::hub::{participant_login, ADMIN_PASSWORD, ADMIN_TOKEN};
+    use support::report::{Record, Section};
+    let routes = worker_routes();
+    assert_eq!(routes.len(), 3, "the parse found {routes:?}");
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn_with(&redis, QueueSettings::default(), |queue, state| {
+        let fs = comfy_multi::frontend::FrontendState::new(
+            "user01",
+            queue.clone(),
+            state.join("static"),
+            state.join("users/user01"),
+            1 << 20,
+        )
+        .with_login(participant_login("user01"), b"session-secret", false);
+        Some(comfy_multi::frontend::routes(fs))
+    })
+    .await;
+    let (job, token) = leased(&hub).await;
+    std::fs::create_dir_all(hub.dir("user01", "input")).unwrap();
+    std::fs::write(hub.dir("user01", "input").join("a.png"), b"pixels").unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_of = |r: reqwest::Response| {
+        assert_eq!(r.status(), 303, "login");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        set.split(';').next().unwrap().to_string()
+    };
+    let admin_cookie = cookie_of(
+        http.post(format!("{}/admin/login", hub.url))
+            .form(&[("password", ADMIN_PASSWORD)])
+            .send()
+            .await
+            .unwrap(),
+    );
+    let user01 = participant_login("user01");
+    let participant_cookie = cookie_of(
+        http.post(format!("{}/user01/login", hub.url))
+            .form(&[("password", user01.password.as_str())])
+            .send()
+            .await
+            .unwrap(),
+    );
+    let credentials = [
+        ("nothing", "x-none", "1".to_string()),
+        (
+            "admin token",
+            "authorization",
+            format!("Bearer {ADMIN_TOKEN}"),
+        ),
+        ("admin cookie", "cookie", admin_cookie),
+        (
+            "participant token",
+            "authorization",
+            format!("Bearer {}", user01.token),
+        ),
+        ("participant cookie", "cookie", participant_cookie),
+        (
+            "participant password as a token",
+            "authorization",
+            format!("Bearer {}", user01.password),
+        ),
+    ];
+    let mut calls = 0;
+    let mut failures = vec![];
+    for (method, path) in &routes {
+        let path = path.replace("{job}", &job);
+        let url = format!("{}{path}", hub.url);
+        for (what, header, value) in &credentials {
+            let req = match (*method, path.ends_with("/connect")) {
+                (_, true) => http
+                    .get(&url)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-version", "13")
+                    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("POST", _) => http
+                    .post(format!(
+                        "{url}?token={token}&type=output&subfolder=&filename=x.png"
+                    ))
+                    .body("x"),
+                _ => http.get(format!("{url}?token={token}&name=a.png")),
+            };
+            let status = req.header(*header, value).send().await.unwrap().status();
+            calls += 1;
+            if status != 401 {
+                failures.push(format!("{method} {path} with {what}: {status}"));
+            }
+        }
+    }
+    // The control: the worker token opens the input route.
+    let control = http
+        .get(format!(
+            "{}/worker/v1/jobs/{job}/input?token={token}&name=a.png",
+            hub.url
+        ))
+        .bearer_auth(WORKER_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let wrote = hub.dir("user01", "output").join("x.png").exists();
+    let mut r = Record::new(
+        Section::Input,
+        "input-auth-worker-routes",
+        "Every worker route × participants' and the instructor's credentials",
+    )
+    .setup(format!(
+        "{} worker routes parsed from src/hub/mod.rs (the socket too) on a hub that also serves user01's editor; {} credentials from real logins",
+        routes.len(),
+        credentials.len()
+    ))
+    .measure("calls", calls)
+    .measure("answered other than 401", failures.len())
+    .measure("worker token (control)", control.as_u16());
+    r.passed = failures.is_empty() && control == 200 && !wrote;
+    r.write();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(control, 200);
+    assert!(!wrote, "an output was stored without a worker token");
+}

@@ -223,6 +223,50 @@ async fn start_heartbeat_and_finish_work_only_with_the_current_token() {
     assert_eq!(refusal(q.heartbeat(&unknown, 1).await), Refusal::NotFound);
 }
 
+/// Found by `fuzz_inputs`: a worker reporting 4.8e216 or -0.0 GPU seconds
+/// made finish.lua's HINCRBY fail ("not an integer": Lua writes the first
+/// as 4.8e+219, and Redis takes "-0" for no integer), so the result was
+/// never recorded and the worker was told to send it again forever.
+#[tokio::test]
+async fn an_absurd_gpu_time_is_recorded_as_at_most_a_day() {
+    let (_r, q) = setup().await;
+    let cases = [
+        (1, 4.8e216),
+        (2, 1e20),
+        (3, f64::MAX),
+        (4, f64::INFINITY),
+        (5, -0.0),
+        (6, -1e300),
+    ];
+    for (n, secs) in cases {
+        let id = q.enqueue(job("user01", n)).await.unwrap().id;
+        let l = q.lease("w1").await.unwrap().unwrap();
+        q.finish(
+            &id,
+            l.token,
+            Outcome::Succeeded,
+            &json!({}),
+            None,
+            Some(secs),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{secs}: {e}"));
+        let done = q.job(&id).await.unwrap().unwrap();
+        assert_eq!(done.status, Status::Succeeded, "{secs}");
+        let recorded = done.gpu_seconds.unwrap_or(0.0);
+        assert!(recorded <= 86_400.0, "{secs}: recorded {recorded}");
+    }
+    // Infinity counts as unknown, the huge ones as a day each, the
+    // negative ones as nothing.
+    let p = &q.participants().await.unwrap()[0];
+    assert_eq!(p.gpu_seconds, 3.0 * 86_400.0);
+    assert_eq!(p.succeeded, 6);
+    // The participant's fair-share tag stays a number: a next job leases.
+    q.set_mode(Mode::FairShare).await.unwrap();
+    q.enqueue(job("user01", 7)).await.unwrap();
+    assert!(q.lease("w1").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn a_failed_job_keeps_comfyuis_error_and_enters_history() {
     let (_r, q) = setup().await;

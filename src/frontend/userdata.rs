@@ -30,12 +30,15 @@ pub async fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<(), AppError> {
         .await
         .map_err(AppError::internal)?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    tokio::fs::write(&tmp, bytes)
-        .await
-        .map_err(AppError::internal)?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(AppError::internal)
+    let written = match tokio::fs::write(&tmp, bytes).await {
+        Ok(()) => tokio::fs::rename(&tmp, path).await,
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        // No temp file left behind, whatever failed.
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written.map_err(AppError::internal)
 }
 
 fn flag(v: &Option<String>) -> bool {
@@ -182,6 +185,16 @@ pub async fn post(
         return rename(&s, &source, &dest, overwrite, flag(&q.full_info)).await;
     }
     let path = safe_join(&root(&s), &file).ok_or_else(|| invalid_name(&file))?;
+    // A folder, or a file where a folder of the path should be: 409, as
+    // for a move (ComfyUI itself fails with a 500 on these).
+    if path.is_dir() {
+        return Err(AppError::Conflict(format!("{file} is a folder")));
+    }
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|_| {
+            AppError::Conflict(format!("{file}: a file has the name of its folder"))
+        })?;
+    }
     if !overwrite && path.exists() {
         return Err(AppError::Conflict(format!("{file} already exists")));
     }

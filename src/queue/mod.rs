@@ -145,6 +145,11 @@ fn check_id(id: &str) -> Result<(), QueueError> {
     }
 }
 
+/// The most GPU time one job is charged, whatever its worker reports (a
+/// garbled report must not push its participant's fair-share tag out of
+/// reach); also in `lua/finish.lua`.
+pub const MAX_GPU_SECONDS: f64 = 86_400.0;
+
 impl Queue {
     /// Connects to Redis at `url` and uses keys under `prefix`.
     pub async fn connect(
@@ -318,7 +323,9 @@ impl Queue {
         Ok(r.get(1).map(String::as_str) == Some("1"))
     }
 
-    /// Reports the end of a job under the lease `token`.
+    /// Reports the end of a job under the lease `token`. `gpu_seconds` is
+    /// the worker's measure: not finite counts as unknown, below zero as
+    /// zero, more than [`MAX_GPU_SECONDS`] as that (so does `finish.lua`).
     pub async fn finish(
         &self,
         job_id: &str,
@@ -334,7 +341,11 @@ impl Queue {
             Some(e) => serde_json::to_string(e).map_err(|e| invalid(e.to_string()))?,
             None => String::new(),
         };
-        let gpu_ms = gpu_seconds.map(|s| (s * 1000.0).max(0.0)).unwrap_or(-1.0);
+        // `+ 0.0` turns -0 into 0: Redis reads "-0" as no integer.
+        let gpu_ms = gpu_seconds
+            .filter(|s| s.is_finite())
+            .map(|s| s.clamp(0.0, MAX_GPU_SECONDS) * 1000.0 + 0.0)
+            .unwrap_or(-1.0);
         self.run(
             &scripts::scripts().finish,
             argv![

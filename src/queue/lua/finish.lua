@@ -3,7 +3,8 @@
 -- ARGV: 1 prefix, 2 job id, 3 fencing token,
 --       4 outcome: succeeded | failed | cancelled,
 --       5 outputs JSON, 6 error JSON ("" when none),
---       7 measured GPU milliseconds (-1 when unknown), 8 history limit
+--       7 measured GPU milliseconds (-1 when unknown; recorded as at most
+--       a day), 8 history limit
 -- Returns: {"ok"} | {"err", code, message}, code: not_found, stale_token,
 --          already_finished, invalid
 -- Records the outcome, appends to the participant's history and corrects the
@@ -19,6 +20,11 @@ local uk = k('user', u)
 local job_fields = {'outputs', ARGV[5], 'error', ARGV[6]}
 local user_fields = {}
 if gpu_ms >= 0 then
+  -- At most a day (MAX_GPU_SECONDS), and -0 as 0: a garbled report must
+  -- neither break HINCRBY (Lua writes 1e300 as 1e+300, and Redis reads
+  -- neither that nor -0 as an integer) nor push the participant's
+  -- fair-share tag out of reach.
+  gpu_ms = math.max(0, math.min(gpu_ms, 86400000))
   job_fields[#job_fields + 1] = 'gpu_ms'
   job_fields[#job_fields + 1] = gpu_ms
   redis.call('HINCRBY', uk, 'gpu_ms', math.floor(gpu_ms))
