@@ -15,9 +15,10 @@
 mod support;
 mod support_comfyui;
 
+use comfy_multi::queue::{Job, Queue, Status};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
-use support::cluster::{participant, sleep_prompt, Cluster, Spec};
+use support::cluster::{participant, sleep_prompt, Cluster, Proc, Spec};
 use support::report::{Jepsen, Record, Section};
 use support_comfyui::ComfyUi;
 
@@ -58,6 +59,74 @@ async fn submit_all(
     acked
 }
 
+/// Starts `n` private ComfyUIs side by side (each takes ~10 s to start).
+fn start_comfyuis(n: usize) -> Vec<ComfyUi> {
+    std::thread::scope(|s| {
+        let starting: Vec<_> = (0..n).map(|_| s.spawn(ComfyUi::start)).collect();
+        starting.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn urls(comfys: &[ComfyUi]) -> Vec<String> {
+    comfys.iter().map(|c| c.url.clone()).collect()
+}
+
+/// Waits until at least `at_least` of `acked` run (as the queue sees it)
+/// and returns the running ones.
+async fn wait_running(
+    c: &Cluster,
+    q: &Queue,
+    acked: &[(String, String)],
+    at_least: usize,
+) -> Vec<Job> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut running = vec![];
+        for (_, id) in acked {
+            if let Some(j) = q.job(id).await.unwrap() {
+                if j.status == Status::Running {
+                    running.push(j);
+                }
+            }
+        }
+        if running.len() >= at_least {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{at_least} jobs did not start\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many lines of `proc`'s log (all its runs) contain every one of
+/// `needles`.
+fn log_lines(proc: &Proc, needles: &[&str]) -> usize {
+    proc.log_tail(usize::MAX)
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// Waits until `proc`'s log has at least `n` lines with every one of
+/// `needles`; the time it took, or `None` after `timeout`.
+async fn wait_log(proc: &Proc, needles: &[&str], n: usize, timeout: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if log_lines(proc, needles) >= n {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
 /// Writes the record, then asserts the two numbers that must be zero, that
 /// everything submitted succeeded, and the scenario's own `checks`
 /// (description, held).
@@ -67,7 +136,7 @@ fn report_and_check(mut record: Record, jepsen: Jepsen, checks: &[(&str, bool)],
         && jepsen.succeeded == jepsen.submitted
         && jepsen.recovery_ms.is_some()
         && checks.iter().all(|(_, ok)| *ok);
-    println!("{}: {jepsen:?}", record.id);
+    println!("{}: {jepsen:?}\n  {:?}", record.id, record.measures);
     record.jepsen = Some(jepsen.clone());
     record.write();
     assert_eq!(jepsen.lost, 0, "lost jobs: {jepsen:?}\n{}", c.logs());
@@ -157,6 +226,114 @@ async fn a_worker_killed_mid_job_loses_nothing_and_its_job_finishes_on_the_other
             "the killed worker's job finished on the other worker",
             moved,
         )],
+        &c,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_run_and_restarted_loses_nothing_while_workers_reconnect_and_frontends_keep_working(
+) {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let comfys = start_comfyuis(2);
+    // Leases outlive the outage, so running jobs should ride it out.
+    let spec = Spec {
+        participants: 3,
+        comfyuis: urls(&comfys),
+        lease_ms: 6000,
+        ..Spec::default()
+    };
+    let mut c = Cluster::start(&spec).await;
+    let n0 = seed % 1000 * 100;
+    // Two jobs longer than a lease keep both workers busy; short ones wait.
+    let mut acked = submit_all(&c, 2, 1, 8.0, n0).await;
+    let q = c.queue().await;
+    let running = wait_running(&c, &q, &acked, 2).await;
+    acked.extend(submit_all(&c, 3, 1, 1.0, n0 + 10).await);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
+    let outage = Duration::from_millis(rng.random_range(1000..2000));
+    let t0 = Instant::now();
+    c.hub.kill9();
+    // The participants carry on: job lists and submits need no hub.
+    let mut lists_ok = 0;
+    let mut submits_ok = 0;
+    for i in 0..3 {
+        let u = participant(i);
+        lists_ok += usize::from(c.jobs(&u).await.is_ok());
+        match c.submit(&u, &sleep_prompt(1.0, n0 + 20 + i as u64)).await {
+            Ok(id) => {
+                submits_ok += 1;
+                acked.push((u, id));
+            }
+            Err(e) => println!("{u}'s submit during the hub outage: {e}"),
+        }
+    }
+    tokio::time::sleep(outage.saturating_sub(t0.elapsed())).await;
+    let down = t0.elapsed();
+    c.hub.start();
+    let back = Instant::now();
+    c.wait_hub().await;
+    // Each worker says hello again (2 connects before the kill, 2 after).
+    let reconnected = wait_log(&c.hub, &["worker connected"], 4, Duration::from_secs(60))
+        .await
+        .map(|_| back.elapsed());
+    let interrupted: Vec<(String, String)> = running
+        .iter()
+        .map(|j| (j.participant.clone(), j.id.clone()))
+        .collect();
+    let recovery = c
+        .first_finish_after(&interrupted, t0, Duration::from_secs(60))
+        .await;
+    let mut jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    jepsen.recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let mut rode_out = true;
+    for j in &running {
+        let after = q.job(&j.id).await.unwrap().unwrap();
+        println!(
+            "interrupted job {} on {:?}: finished on {:?}, attempts {}",
+            j.id, j.worker, after.worker, after.attempts
+        );
+        rode_out &= after.worker == j.worker && after.attempts == 0;
+    }
+    let record = Record::new(
+        Section::Fault,
+        "fault-2-hub-sigkill",
+        "SIGKILL the hub mid-run and restart it on the same port",
+    )
+    .setup(format!(
+        "3 participants via their frontends: 2 jobs of 8 s running on 2 worker agents (2 CPU ComfyUIs), 3 jobs of 1 s waiting, 3 more submitted during the outage; lease {} ms; hub down {}; recovery = from the kill to the first of the running jobs finishing",
+        spec.lease_ms,
+        ms(down)
+    ))
+    .measure("hub down", ms(down))
+    .measure(
+        "both workers reconnected, after the restart",
+        reconnected.map_or("never".into(), ms),
+    )
+    .measure("submits acknowledged during the outage", format!("{submits_ok}/3"))
+    .measure("job lists answered during the outage", format!("{lists_ok}/3"));
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "every frontend listed jobs and acknowledged a submit while the hub was down",
+                lists_ok == 3 && submits_ok == 3,
+            ),
+            (
+                "both workers reconnected to the restarted hub by themselves",
+                reconnected.is_some(),
+            ),
+            (
+                "the jobs running at the kill finished on their worker without a rerun (their leases rode out the outage)",
+                rode_out,
+            ),
+        ],
         &c,
     );
 }

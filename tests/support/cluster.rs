@@ -460,13 +460,17 @@ impl Cluster {
         }
     }
 
-    /// The files in `user`'s output folder (what `/view` can show them).
+    /// The files in `user`'s output folder (what `/view` can show them:
+    /// hidden names, such as the hub's `.upload-…` temp files, are not).
     pub fn output_files(&self, user: &str) -> Vec<PathBuf> {
         let mut out = vec![];
         let mut stack = vec![self.state_dir.join("users").join(user).join("output")];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let p = e.path();
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 if p.is_dir() {
                     stack.push(p);
                 } else {
