@@ -337,3 +337,274 @@ async fn a_hub_killed_mid_run_and_restarted_loses_nothing_while_workers_reconnec
         &c,
     );
 }
+
+/// Polls `user`'s job list until job `id` is final there; the time since
+/// `since` (the fault), or `None` after `timeout`. Unlike
+/// [`Cluster::first_finish_after`] it also counts a job that finished
+/// while the participant's frontend was down.
+async fn finished_after(
+    c: &Cluster,
+    user: &str,
+    id: &str,
+    since: Instant,
+    timeout: Duration,
+) -> Option<Duration> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let jobs = c.jobs(user).await.unwrap_or_default();
+        let done = jobs.iter().any(|j| {
+            j["id"] == id
+                && matches!(
+                    j["status"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                )
+        });
+        if done {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Hidden upload temp files (`.upload-…`) in `user`'s folder.
+fn upload_temps(c: &Cluster, user: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(c.state_dir.join("users").join(user))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// `POST <frontend>/api/upload/image` of `name` as `user`, the multipart
+/// body streamed in 64 KiB chunks every 5 ms (about 12 MB/s, up to
+/// `total` bytes): slow enough for a kill to land mid-body.
+async fn slow_upload(c: &Cluster, user: &str, name: &str, total: usize) -> Result<String, String> {
+    let f = c.frontend(user);
+    let boundary = "cm-fault-boundary-7f3a";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\nContent-Type: image/png\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let chunk = bytes::Bytes::from(vec![0x5a_u8; 64 * 1024]);
+    let body = async_stream::stream! {
+        yield Ok::<_, std::io::Error>(bytes::Bytes::from(head));
+        let mut sent = 0;
+        while sent < total {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sent += chunk.len();
+            yield Ok(chunk.clone());
+        }
+        yield Ok(bytes::Bytes::from(tail));
+    };
+    let r = c
+        .http
+        .post(format!("{}/api/upload/image", f.base))
+        .bearer_auth(&f.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(text)
+    } else {
+        Err(format!("{status} {text}"))
+    }
+}
+
+/// A small complete upload of `name` as `user`; the stored name.
+async fn upload(c: &Cluster, user: &str, name: &str, data: Vec<u8>) -> Result<String, String> {
+    let f = c.frontend(user);
+    let part = reqwest::multipart::Part::bytes(data)
+        .file_name(name.to_string())
+        .mime_str("image/png")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("image", part);
+    let r = c
+        .http
+        .post(format!("{}/api/upload/image", f.base))
+        .bearer_auth(&f.token)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    match v["name"].as_str() {
+        Some(n) if status.is_success() => Ok(n.to_string()),
+        _ => Err(format!("{status} {v}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_killed_mid_upload_and_mid_job_comes_back_with_the_job_and_its_output_and_no_partial_upload(
+) {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let comfys = start_comfyuis(1);
+    let spec = Spec {
+        participants: 2,
+        comfyuis: urls(&comfys),
+        ..Spec::default()
+    };
+    let mut c = Cluster::start(&spec).await;
+    let victim = participant(rng.random_range(0..2));
+    let n0 = seed % 1000 * 100;
+    let mut acked = submit_all(&c, 2, 1, 3.0, n0).await;
+    for k in 0..2 {
+        let id = c
+            .submit(&victim, &sleep_prompt(3.0, n0 + 10 + k))
+            .await
+            .unwrap();
+        acked.push((victim.clone(), id));
+    }
+    let q = c.queue().await;
+    let mine: Vec<(String, String)> = acked
+        .iter()
+        .filter(|(u, _)| *u == victim)
+        .cloned()
+        .collect();
+    let job = wait_running(&c, &q, &mine, 1).await.remove(0);
+    // A 200 MiB upload in flight: kill once the frontend is writing it.
+    let name = format!("fault3-{seed}.png");
+    let (upload_result, (t0, temp_seen, down)) =
+        tokio::join!(slow_upload(&c, &victim, &name, 200 << 20), async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let writing = loop {
+                let bytes: u64 = upload_temps(&c, &victim)
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum();
+                if bytes > 0 || Instant::now() > deadline {
+                    break bytes > 0;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
+            let pid = c.frontend(&victim).proc.pid().unwrap();
+            let t0 = Instant::now();
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            (
+                t0,
+                writing,
+                Duration::from_millis(rng.random_range(300..1500)),
+            )
+        });
+    // Reap the killed process, stay down a moment, start it on its port.
+    c.frontend_mut(&victim).proc.kill9();
+    let status_at_kill = q.job(&job.id).await.unwrap().unwrap().status;
+    tokio::time::sleep(down.saturating_sub(t0.elapsed())).await;
+    let down = t0.elapsed();
+    c.frontend_mut(&victim).proc.start();
+    c.wait_frontend(&victim).await;
+    let answering = t0.elapsed();
+    let recovery = finished_after(&c, &victim, &job.id, t0, Duration::from_secs(60)).await;
+    // The job and its output, seen through the restarted frontend.
+    let listed = c.jobs(&victim).await.unwrap();
+    let entry = listed.iter().find(|j| j["id"] == job.id.as_str()).cloned();
+    let out = entry
+        .as_ref()
+        .map(|e| e["preview_output"].clone())
+        .unwrap_or_default();
+    let on_disk = c
+        .state_dir
+        .join("users")
+        .join(&victim)
+        .join("output")
+        .join(out["subfolder"].as_str().unwrap_or(""))
+        .join(out["filename"].as_str().unwrap_or("-"));
+    let f = c.frontend(&victim);
+    let viewed = c
+        .http
+        .get(format!("{}/api/view", f.base))
+        .query(&[
+            ("filename", out["filename"].as_str().unwrap_or("")),
+            ("subfolder", out["subfolder"].as_str().unwrap_or("")),
+            ("type", "output"),
+        ])
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .unwrap();
+    let view_status = viewed.status();
+    let view_bytes = viewed.bytes().await.unwrap_or_default();
+    let output_served = view_status.is_success()
+        && !view_bytes.is_empty()
+        && std::fs::read(&on_disk).is_ok_and(|d| d == view_bytes);
+    // The interrupted upload: not in the file list, not among the uploads
+    // LoadImage offers, not on disk; its name is free for a retry.
+    let listed_inputs = c.get(&victim, "/internal/files/input").await.unwrap();
+    let catalogue = c
+        .get(&victim, "/api/object_info")
+        .await
+        .unwrap()
+        .to_string();
+    let partial_visible = listed_inputs.as_array().is_none_or(|a| !a.is_empty())
+        || catalogue.contains(&name)
+        || c.state_dir
+            .join("users")
+            .join(&victim)
+            .join("input")
+            .join(&name)
+            .exists();
+    let temps_left = upload_temps(&c, &victim).len();
+    let retried = upload(&c, &victim, &name, b"\x89PNG\r\n\x1a\nretry".to_vec()).await;
+    println!("upload during the kill: {upload_result:?}; retry: {retried:?}; temp files left: {temps_left}");
+    let mut jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    jepsen.recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let record = Record::new(
+        Section::Fault,
+        "fault-3-frontend-sigkill",
+        "SIGKILL a participant's frontend during an upload and a running job, restart it on the same port",
+    )
+    .setup(format!(
+        "2 participants via their frontends, 4 jobs of 3 s on 1 worker agent (1 CPU ComfyUI); {victim}'s frontend killed while its job {} was {:?} and a 200 MiB upload was streaming in; down {}; recovery = from the kill to the restarted frontend listing that job as finished",
+        job.id,
+        status_at_kill,
+        ms(down)
+    ))
+    .measure("frontend down", ms(down))
+    .measure("answering again after the kill", ms(answering))
+    .measure("upload temp files left after the restart", temps_left);
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "the kill landed while the frontend was writing the upload",
+                temp_seen && upload_result.is_err(),
+            ),
+            (
+                "the restarted frontend lists the job and serves its output with /api/view",
+                entry.is_some() && output_served,
+            ),
+            (
+                "the interrupted upload left no file visible (file list, LoadImage list, input folder)",
+                !partial_visible,
+            ),
+            (
+                "the restarted frontend removed the interrupted upload's temp file",
+                temps_left == 0,
+            ),
+            (
+                "the upload's name is free for a retry",
+                retried.as_deref() == Ok(name.as_str()),
+            ),
+        ],
+        &c,
+    );
+}
