@@ -18,7 +18,7 @@ mod support_comfyui;
 use comfy_multi::queue::{Job, Queue, Status};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
-use support::cluster::{participant, sleep_prompt, Cluster, Proc, Spec};
+use support::cluster::{participant, sleep_prompt, submit_to, Cluster, Proc, Spec};
 use support::report::{Jepsen, Record, Section};
 use support_comfyui::ComfyUi;
 
@@ -603,6 +603,151 @@ async fn a_frontend_killed_mid_upload_and_mid_job_comes_back_with_the_job_and_it
             (
                 "the upload's name is free for a retry",
                 retried.as_deref() == Ok(name.as_str()),
+            ),
+        ],
+        &c,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_on_its_data_keeps_every_acknowledged_submit_and_every_process_reconnects(
+) {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let comfys = start_comfyuis(1);
+    let spec = Spec {
+        participants: 2,
+        comfyuis: urls(&comfys),
+        ..Spec::default()
+    };
+    let mut c = Cluster::start(&spec).await;
+    let n0 = seed % 1000 * 100;
+    let mut acked = submit_all(&c, 2, 2, 1.5, n0).await;
+    let q = c.queue().await;
+    let job = wait_running(&c, &q, &acked, 1).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
+    let outage = Duration::from_millis(rng.random_range(1500..3500));
+    let t0 = Instant::now();
+    c.redis.kill9();
+    // Participants keep submitting through the outage (each submit in its
+    // own task, as impatient participants would): each answer must be an
+    // acknowledgement (kept) or a clear error (not acknowledged).
+    let mut attempts = vec![];
+    let mut n = n0 + 50;
+    while t0.elapsed() < outage {
+        for i in 0..2 {
+            let u = participant(i);
+            let f = c.frontend(&u);
+            let (http, base, token) = (c.http.clone(), f.base.clone(), f.token.clone());
+            n += 1;
+            let prompt = sleep_prompt(1.0, n);
+            attempts.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = submit_to(&http, &base, &token, &u, &prompt).await;
+                (u, r, t.elapsed())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let down = t0.elapsed();
+    tokio::task::block_in_place(|| c.redis.restart());
+    let back = Instant::now();
+    let attempted = attempts.len();
+    let mut refused_clearly = 0;
+    let mut unclear = vec![];
+    let mut slowest = Duration::ZERO;
+    for a in attempts {
+        let (u, r, took) = a.await.unwrap();
+        slowest = slowest.max(took);
+        match r {
+            Ok(id) => acked.push((u, id)),
+            Err(e) if e.starts_with("503") && e.contains("unavailable") => refused_clearly += 1,
+            Err(e) => unclear.push(e),
+        }
+    }
+    let acked_during = acked.len() - 4;
+    // The test's own look behind the scenes reconnects too (its first call
+    // after the outage reports the broken connection).
+    while !q.ping().await {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "redis is not back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Everyone reconnects by themselves: a submit through each frontend is
+    // acknowledged again (a participant retries as the error told them).
+    let mut refused_after = 0;
+    let mut resumed = Duration::ZERO;
+    for i in 0..2 {
+        let u = participant(i);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            n += 1;
+            match c.submit(&u, &sleep_prompt(1.0, n)).await {
+                Ok(id) => {
+                    acked.push((u, id));
+                    break;
+                }
+                Err(e) => {
+                    refused_after += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "{u} cannot submit after the restart: {e}\n{}",
+                        c.logs()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        resumed = resumed.max(back.elapsed());
+    }
+    let interrupted = [(job.participant.clone(), job.id.clone())];
+    let recovery = finished_after(&c, &job.participant, &job.id, t0, Duration::from_secs(60)).await;
+    let mut jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    jepsen.recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let none_restarted = c.hub.is_running()
+        && c.workers.iter_mut().all(|w| w.is_running())
+        && c.frontends.values_mut().all(|f| f.proc.is_running());
+    let after = q.job(&interrupted[0].1).await.unwrap().unwrap();
+    println!(
+        "outage submits: {attempted} attempted, {acked_during} acknowledged, {refused_clearly} refused with 503, unclear: {unclear:?}; interrupted job attempts {}",
+        after.attempts
+    );
+    let record = Record::new(
+        Section::Fault,
+        "fault-4-redis-sigkill",
+        "SIGKILL redis-server and restart it on its data dir (AOF, appendfsync always)",
+    )
+    .setup(format!(
+        "2 participants via their frontends, 4 jobs of 1.5 s on 1 worker agent (1 CPU ComfyUI), submits every 200 ms through the outage; killed while job {} ran; redis down {}; recovery = from the kill to that job finishing",
+        job.id,
+        ms(down)
+    ))
+    .measure("redis down", ms(down))
+    .measure("submits during the outage", attempted)
+    .measure("… acknowledged (answered once redis was back)", acked_during)
+    .measure("… refused with 503 \"the queue is unavailable\"", refused_clearly)
+    .measure("slowest answer to an outage submit", ms(slowest))
+    .measure("submits refused after the restart, before reconnecting", refused_after)
+    .measure("every frontend acknowledging again, after the restart", ms(resumed))
+    .measure("interrupted job attempts", after.attempts);
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "every submit during the outage got an answer: acknowledged or a clear 503",
+                unclear.is_empty() && attempted > 0,
+            ),
+            (
+                "hub, frontends and workers reconnected without a restart",
+                none_restarted,
             ),
         ],
         &c,
