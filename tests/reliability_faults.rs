@@ -753,3 +753,100 @@ async fn redis_killed_and_restarted_on_its_data_keeps_every_acknowledged_submit_
         &c,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comfyui_killed_mid_job_gets_no_work_while_down_and_the_job_is_retried_once_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut comfys = start_comfyuis(1);
+    let spec = Spec {
+        participants: 2,
+        comfyuis: urls(&comfys),
+        ..Spec::default()
+    };
+    let c = Cluster::start(&spec).await;
+    let n0 = seed % 1000 * 100;
+    let acked = submit_all(&c, 2, 2, 2.0, n0).await;
+    let q = c.queue().await;
+    let job = wait_running(&c, &q, &acked, 1).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+    let comfy = comfys.pop().unwrap();
+    let t0 = Instant::now();
+    comfy.crash();
+    // The worker hands the job back at once (it does not sit out its lease).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (handed_back, back_attempts) = loop {
+        let j = q.job(&job.id).await.unwrap().unwrap();
+        if j.status == Status::Queued {
+            break (t0.elapsed(), j.attempts);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job not handed back: {j:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // While ComfyUI is down, the worker gets no work to burn attempts on.
+    let down_for = Duration::from_millis(rng.random_range(3000..5000));
+    tokio::time::sleep(down_for.saturating_sub(t0.elapsed())).await;
+    let mut waiting_while_down = true;
+    let mut most_attempts = 0;
+    for (_, id) in &acked {
+        let j = q.job(id).await.unwrap().unwrap();
+        if !j.status.is_terminal() {
+            waiting_while_down &= j.status == Status::Queued;
+            most_attempts = most_attempts.max(j.attempts);
+        }
+    }
+    let down = t0.elapsed();
+    let comfy = tokio::task::block_in_place(|| comfy.restart());
+    let back = t0.elapsed();
+    let recovery = finished_after(&c, &job.participant, &job.id, t0, Duration::from_secs(90)).await;
+    let jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    let jepsen = Jepsen {
+        recovery_ms: recovery.map(|d| d.as_millis() as u64),
+        ..jepsen
+    };
+    let after = q.job(&job.id).await.unwrap().unwrap();
+    let record = Record::new(
+        Section::Fault,
+        "fault-5-comfyui-kill",
+        "Kill ComfyUI (its process group, SIGKILL) mid-job and bring it back on the same port",
+    )
+    .setup(format!(
+        "2 participants via their frontends, 4 jobs of 2 s on 1 worker agent (1 CPU ComfyUI); ComfyUI killed while job {} ran; down {}; recovery = from the kill to that job finishing (includes ComfyUI's restart)",
+        job.id,
+        ms(down)
+    ))
+    .measure("job handed back after", ms(handed_back))
+    .measure("ComfyUI down", ms(down))
+    .measure("ComfyUI answering again after the kill", ms(back))
+    .measure("most attempts of a waiting job while down", most_attempts)
+    .measure("interrupted job attempts", after.attempts);
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "the job came back to the queue with one attempt spent",
+                back_attempts == 1,
+            ),
+            (
+                "while ComfyUI was down every unfinished job waited in the queue, at most 2 attempts spent",
+                waiting_while_down && most_attempts <= 2,
+            ),
+            (
+                "the interrupted job was retried (attempts ≥ 1) and finished",
+                after.attempts >= 1 && after.status == Status::Succeeded,
+            ),
+        ],
+        &c,
+    );
+    drop(comfy);
+}
