@@ -222,10 +222,16 @@ async fn a_worker_killed_mid_job_loses_nothing_and_its_job_finishes_on_the_other
     report_and_check(
         record,
         jepsen,
-        &[(
-            "the killed worker's job finished on the other worker",
-            moved,
-        )],
+        &[
+            (
+                "the killed worker's job finished on the other worker",
+                moved,
+            ),
+            (
+                "the killed worker's job was requeued once (attempts 1)",
+                after.attempts == 1,
+            ),
+        ],
         &c,
     );
 }
@@ -849,4 +855,112 @@ async fn a_comfyui_killed_mid_job_gets_no_work_while_down_and_the_job_is_retried
         &c,
     );
     drop(comfy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_lease_has_its_late_result_refused_and_keeps_serving_after_it_wakes(
+) {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let comfys = start_comfyuis(2);
+    let spec = Spec {
+        participants: 2,
+        comfyuis: urls(&comfys),
+        ..Spec::default()
+    };
+    let c = Cluster::start(&spec).await;
+    let n0 = seed % 1000 * 100;
+    let mut acked = submit_all(&c, 2, 2, 2.0, n0).await;
+    let q = c.queue().await;
+    let running = wait_running(&c, &q, &acked, 1).await;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1000))).await;
+    let job = &running[rng.random_range(0..running.len())];
+    let victim = job.worker.clone().expect("a running job has a worker");
+    let index: usize = victim.trim_start_matches("gpu").parse().unwrap();
+    let t0 = Instant::now();
+    c.workers[index].freeze();
+    // Its lease runs out; the job runs again on the other worker.
+    let entry = [(job.participant.clone(), job.id.clone())];
+    let recovery = c
+        .first_finish_after(&entry, t0, Duration::from_secs(60))
+        .await;
+    let done = q.job(&job.id).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
+    let frozen = t0.elapsed();
+    // Its ComfyUI finished the first run meanwhile: on waking, the worker
+    // reports for a lease that has passed on, and is told so.
+    c.workers[index].thaw();
+    let refused = wait_log(
+        &c.workers[index],
+        &["lease passed on", &job.id],
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = q.job(&job.id).await.unwrap().unwrap();
+    let first = c.settle(&acked, Duration::from_secs(120)).await;
+    // Both workers free: two jobs at once need both, the woken one too.
+    let more = submit_all(&c, 2, 1, 1.5, n0 + 50).await;
+    acked.extend(more.iter().cloned());
+    let mut jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    jepsen.recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let mut woken_served = false;
+    for (_, id) in &more {
+        let j = q.job(id).await.unwrap().unwrap();
+        woken_served |= j.worker.as_deref() == Some(victim.as_str());
+    }
+    let files = c.output_files(&job.participant).len();
+    let record = Record::new(
+        Section::Fault,
+        "fault-6-worker-sigstop",
+        "SIGSTOP a worker agent mid-job past its lease, then SIGCONT it",
+    )
+    .setup(format!(
+        "2 participants via their frontends, 4 jobs of 2 s on 2 worker agents (2 CPU ComfyUIs), 2 more after the wake-up; lease {} ms; {victim} frozen {} while running job {}; recovery = from the freeze to that job finishing on the other worker",
+        spec.lease_ms,
+        ms(frozen),
+        job.id
+    ))
+    .measure("frozen for", ms(frozen))
+    .measure("job re-ran on", done.worker.clone().unwrap_or_default())
+    .measure(
+        "late report refused, after the wake-up",
+        refused.map_or("never".into(), ms),
+    );
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    println!("first settle before the extra jobs: {first:?}");
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "the job re-ran on the other worker",
+                done.status == Status::Succeeded && done.worker.as_deref() != Some(victim.as_str()),
+            ),
+            (
+                "the woken worker's late report was refused",
+                refused.is_some(),
+            ),
+            (
+                "the re-run's result stands (same worker and outputs as the job record showed)",
+                after.status == Status::Succeeded
+                    && after.worker == done.worker
+                    && after.outputs == done.outputs,
+            ),
+            (
+                "the participant has exactly one output file per job",
+                files == acked.iter().filter(|(u, _)| *u == job.participant).count(),
+            ),
+            (
+                "the woken worker ran one of the next two jobs",
+                woken_served,
+            ),
+        ],
+        &c,
+    );
 }
