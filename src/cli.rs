@@ -399,6 +399,7 @@ async fn frontend(config: Config, user: String, listen: Option<String>) -> anyho
     let user_dir = config.state_dir.join("users").join(&user);
     let workflows = crate::frontend::find_workflows_dir(config.frontend.workflows_dir.as_deref());
     crate::frontend::seed_participant(workflows.as_deref(), &user, &user_dir).await;
+    crate::frontend::remove_upload_leftovers(&user, &user_dir);
     let state = crate::frontend::FrontendState::new(
         &user,
         queue,

@@ -93,16 +93,25 @@ pub enum HubMsg {
         lease: Lease,
     },
     /// Stop this job (the participant or an admin cancelled it).
+    /// `token` names the attempt; absent from older hubs (then: any attempt).
     Cancel {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<u64>,
     },
-    /// The lease passed to someone else: drop the job, report nothing more.
+    /// The lease `token` passed to someone else: drop that attempt, report
+    /// nothing more about it. A newer attempt of the same job (leased to
+    /// this worker again) is not affected.
     Stale {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<u64>,
     },
-    /// A `Finished` or `Release` was recorded.
+    /// A `Finished` or `Release` under `token` was recorded.
     Ack {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<u64>,
     },
     Error {
         message: String,

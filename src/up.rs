@@ -244,6 +244,7 @@ async fn run(
     for name in &names {
         let user_dir = state_dir.join("users").join(name);
         frontend::seed_participant(workflows.as_deref(), name, &user_dir).await;
+        frontend::remove_upload_leftovers(name, &user_dir);
         let login = creds
             .get(name)
             .cloned()

@@ -9,7 +9,8 @@
 //! construction; every name a client sends is resolved inside those folders
 //! by [`safe_join`]. Uploads are streamed to a hidden temp file in
 //! `user_dir` (same file system), fsynced, then linked into place, so a
-//! refused or broken upload leaves nothing behind.
+//! refused or broken upload leaves nothing behind (and the temp file of a
+//! frontend killed mid-upload is removed when it starts again).
 
 use super::FrontendState;
 use crate::error::AppError;
@@ -247,6 +248,27 @@ async fn temp_file(s: &FrontendState) -> Result<(tokio::fs::File, TempPath), App
     .map_err(AppError::internal)?;
     let (file, path) = tmp.into_parts();
     Ok((tokio::fs::File::from_std(file), path))
+}
+
+/// Removes the upload temp files (`.upload-…`) a frontend killed mid-upload
+/// left in `user_dir` (hidden, so never listed, but each as large as the
+/// part of the upload that had arrived). Called at start, before serving:
+/// a participant's folder has one frontend, so none of them is in use.
+pub fn remove_upload_leftovers(participant: &str, user_dir: &FsPath) {
+    let Ok(entries) = std::fs::read_dir(user_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".upload-") {
+            continue;
+        }
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => {
+                tracing::info!(participant, file = %e.path().display(), "removed an interrupted upload")
+            }
+            Err(err) => tracing::warn!(participant, "removing {}: {err}", e.path().display()),
+        }
+    }
 }
 
 /// Reads the multipart body, streaming the `image` file to a temp file and

@@ -19,6 +19,7 @@ mod userdata;
 mod validate;
 mod ws;
 
+pub use files::remove_upload_leftovers;
 pub use locate::{find_static_dir, find_workflows_dir, seed_participant, PINNED_FRONTEND};
 pub use policy::NodePolicy;
 pub use seed::seed_workflows;

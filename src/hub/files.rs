@@ -114,9 +114,84 @@ pub async fn put_output(
             let _ = std::fs::remove_file(&tmp);
             AppError::internal(e)
         })?;
+    // Remembered on the job under this lease; if the lease passed on while
+    // the file arrived, the file is not this job's result: remove it.
+    let rel = output_path(&q.kind, &q.subfolder, &stored);
+    if let Err(e) = s.queue.note_output(&job, q.token, &rel).await {
+        let _ = tokio::fs::remove_file(dir.join(&stored)).await;
+        return Err(match e.refusal() {
+            Some(_) => AppError::Conflict("the lease of this job has passed on".into()),
+            None => e.into(),
+        });
+    }
     Ok(Json(
         json!({"filename": stored, "subfolder": q.subfolder, "type": q.kind}),
     ))
+}
+
+/// `type/subfolder/name` (or `type/name`), relative to the participant's folder.
+fn output_path(kind: &str, subfolder: &str, name: &str) -> String {
+    if subfolder.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{subfolder}/{name}")
+    }
+}
+
+/// Once `job` has ended: removes the output files its attempts stored that
+/// its recorded result does not name — an attempt whose lease expired after
+/// it had uploaded, replaced by a re-run. So a participant sees each result
+/// once. Best effort: a failure is logged, never fatal.
+pub async fn discard_unrecorded_outputs(
+    queue: &crate::queue::Queue,
+    state_dir: &std::path::Path,
+    job: &str,
+) {
+    let Ok(Some(j)) = queue.job(job).await else {
+        return;
+    };
+    if !j.status.is_terminal() {
+        return;
+    }
+    let Ok(noted) = queue.noted_outputs(job).await else {
+        return;
+    };
+    if noted.is_empty() {
+        return;
+    }
+    let mut recorded = std::collections::HashSet::new();
+    for node in j
+        .outputs
+        .iter()
+        .filter_map(|o| o.as_object())
+        .flat_map(|m| m.values())
+    {
+        for list in node.as_object().into_iter().flat_map(|m| m.values()) {
+            for f in list.as_array().into_iter().flatten() {
+                if let (Some(name), Some(kind)) = (f["filename"].as_str(), f["type"].as_str()) {
+                    recorded.insert(output_path(
+                        kind,
+                        f["subfolder"].as_str().unwrap_or(""),
+                        name,
+                    ));
+                }
+            }
+        }
+    }
+    let user_dir = state_dir.join("users").join(&j.participant);
+    for path in noted.iter().filter(|p| !recorded.contains(*p)) {
+        if let Some(full) = safe_join(&user_dir, path) {
+            match tokio::fs::remove_file(&full).await {
+                Ok(()) => {
+                    tracing::info!(%job, file = %path, "removed an output of a replaced attempt")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(%job, file = %path, "cannot remove an output of a replaced attempt: {e}")
+                }
+            }
+        }
+    }
 }
 
 async fn write_limited(path: &std::path::Path, body: Body, limit: u64) -> Result<(), AppError> {

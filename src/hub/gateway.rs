@@ -105,7 +105,12 @@ async fn session(socket: WebSocket, s: HubState) {
             if j.lease_token == Some(h.token) {
                 held.lock().unwrap().insert(h.job, (h.token, j.participant));
             } else {
-                let _ = tx.send(HubMsg::Stale { job: h.job }).await;
+                let _ = tx
+                    .send(HubMsg::Stale {
+                        job: h.job,
+                        token: Some(h.token),
+                    })
+                    .await;
             }
         }
     }
@@ -145,7 +150,18 @@ async fn session(socket: WebSocket, s: HubState) {
             info["healthy"] = json!(h);
             let _ = q.set_worker(&worker, Some(&info.to_string())).await;
         }
-        handle(&q, &worker, msg, &held, &healthy, &wake, &tx, &s.metrics).await;
+        handle(
+            &q,
+            &worker,
+            msg,
+            &held,
+            &healthy,
+            &wake,
+            &tx,
+            &s.metrics,
+            &s.state_dir,
+        )
+        .await;
     }
     feeder.abort();
     writer.abort();
@@ -233,6 +249,7 @@ async fn handle(
     wake: &Notify,
     tx: &mpsc::Sender<HubMsg>,
     metrics: &super::metrics::Metrics,
+    state_dir: &std::path::Path,
 ) {
     let participant = msg.job().and_then(|(job, token)| {
         held.lock()
@@ -241,8 +258,14 @@ async fn handle(
             .filter(|(t, _)| *t == token)
             .map(|(_, u)| u.clone())
     });
-    let drop_job = |job: &str| {
-        held.lock().unwrap().remove(job);
+    // Only the attempt this message is about: the same job may have been
+    // leased to this worker again under a newer token.
+    let drop_job = |job: &str, token: u64| {
+        let mut h = held.lock().unwrap();
+        if h.get(job).is_some_and(|(t, _)| *t == token) {
+            h.remove(job);
+        }
+        drop(h);
         wake.notify_one();
     };
     match msg {
@@ -264,11 +287,11 @@ async fn handle(
         }
         WorkerMsg::Started { job, token } => {
             let r = q.start(&job, token).await;
-            lease_answer(tx, &job, r, || drop_job(&job)).await;
+            lease_answer(tx, &job, token, r, || drop_job(&job, token)).await;
         }
         WorkerMsg::Heartbeat { job, token } => {
             let r = q.heartbeat(&job, token).await;
-            lease_answer(tx, &job, r, || drop_job(&job)).await;
+            lease_answer(tx, &job, token, r, || drop_job(&job, token)).await;
         }
         WorkerMsg::Event { job, token, event } => {
             let Some(u) = participant else { return };
@@ -316,15 +339,16 @@ async fn handle(
                     );
                 }
             }
-            if report(tx, &job, r.map(|_| ())).await {
-                drop_job(&job);
+            if report(tx, &job, token, r.map(|_| ())).await {
+                drop_job(&job, token);
+                super::files::discard_unrecorded_outputs(q, state_dir, &job).await;
             }
         }
         WorkerMsg::Release { job, token, reason } => {
             let r = q.release(&job, token, &reason).await;
             tracing::warn!(%worker, %job, "job released: {reason}");
-            if report(tx, &job, r.map(|_| ())).await {
-                drop_job(&job);
+            if report(tx, &job, token, r.map(|_| ())).await {
+                drop_job(&job, token);
             }
         }
     }
@@ -335,17 +359,28 @@ async fn handle(
 async fn lease_answer(
     tx: &mpsc::Sender<HubMsg>,
     job: &str,
+    token: u64,
     r: Result<bool, crate::queue::QueueError>,
     drop_job: impl FnOnce(),
 ) {
     match r {
         Ok(true) => {
-            let _ = tx.send(HubMsg::Cancel { job: job.into() }).await;
+            let _ = tx
+                .send(HubMsg::Cancel {
+                    job: job.into(),
+                    token: Some(token),
+                })
+                .await;
         }
         Ok(false) => {}
         Err(e) if e.refusal().is_some() => {
             drop_job();
-            let _ = tx.send(HubMsg::Stale { job: job.into() }).await;
+            let _ = tx
+                .send(HubMsg::Stale {
+                    job: job.into(),
+                    token: Some(token),
+                })
+                .await;
         }
         Err(e) => tracing::warn!(%job, "queue unavailable: {e}"),
     }
@@ -357,15 +392,15 @@ async fn lease_answer(
 async fn report(
     tx: &mpsc::Sender<HubMsg>,
     job: &str,
+    token: u64,
     r: Result<(), crate::queue::QueueError>,
 ) -> bool {
+    let (job, token) = (job.to_string(), Some(token));
     let (msg, done) = match r {
-        Ok(()) => (HubMsg::Ack { job: job.into() }, true),
+        Ok(()) => (HubMsg::Ack { job, token }, true),
         Err(e) => match e.refusal() {
-            Some(Refusal::StaleToken | Refusal::NotFound) => {
-                (HubMsg::Stale { job: job.into() }, true)
-            }
-            Some(Refusal::AlreadyFinished) => (HubMsg::Ack { job: job.into() }, true),
+            Some(Refusal::StaleToken | Refusal::NotFound) => (HubMsg::Stale { job, token }, true),
+            Some(Refusal::AlreadyFinished) => (HubMsg::Ack { job, token }, true),
             _ => (
                 HubMsg::Error {
                     message: format!("job {job} not recorded: {e}"),

@@ -323,6 +323,38 @@ impl Queue {
         Ok(r.get(1).map(String::as_str) == Some("1"))
     }
 
+    /// Remembers an output file stored for `job` under the lease `token`
+    /// (`path` relative to the participant's folder: `output/sub/name.png`).
+    /// Refused (stale token, finished) when that lease is no longer current.
+    pub async fn note_output(
+        &self,
+        job_id: &str,
+        token: u64,
+        path: &str,
+    ) -> Result<(), QueueError> {
+        check_id(job_id)?;
+        self.run(&scripts::scripts().note_output, argv![job_id, token, path])
+            .await?;
+        Ok(())
+    }
+
+    /// Every output file stored for `job` by any of its attempts
+    /// (see [`Queue::note_output`]).
+    pub async fn noted_outputs(&self, job_id: &str) -> Result<Vec<String>, QueueError> {
+        check_id(job_id)?;
+        let files: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.job(job_id))
+            .arg("files")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(files
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Reports the end of a job under the lease `token`. `gpu_seconds` is
     /// the worker's measure: not finite counts as unknown, below zero as
     /// zero, more than [`MAX_GPU_SECONDS`] as that (so does `finish.lua`).

@@ -40,6 +40,7 @@ scripts! {
     broadcast => "broadcast.lua",
     set_draining => "set_draining.lua",
     set_login => "set_login.lua",
+    note_output => "note_output.lua",
 }
 
 /// The process-wide script set.

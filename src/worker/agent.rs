@@ -12,7 +12,7 @@ use super::prompt::object_info_digest;
 use super::run::{self, JobCtx};
 use crate::protocol::{Held, HubMsg, WorkerMsg};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -37,8 +37,21 @@ struct Jobs {
     held: HashMap<String, (u64, CancellationToken)>,
     /// Results not yet acknowledged by the hub.
     outbox: HashMap<String, WorkerMsg>,
-    /// Jobs whose lease passed on: their results are dropped.
-    stale: HashSet<String>,
+    /// The task running each job's latest attempt. A job leased to this
+    /// worker again (its earlier lease expired) starts only after the
+    /// earlier attempt's task has ended, so one ComfyUI never runs two
+    /// attempts of a job at once.
+    tasks: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+impl Jobs {
+    /// Whether `token` is the attempt of `job` this worker holds now.
+    /// `None` (a message from an older hub) matches any attempt.
+    fn holds(&self, job: &str, token: Option<u64>) -> bool {
+        self.held
+            .get(job)
+            .is_some_and(|(t, _)| token.is_none_or(|x| x == *t))
+    }
 }
 
 /// Runs the agent until `shutdown`.
@@ -187,18 +200,17 @@ impl Session<'_> {
                     self.on_hub(msg, &mut ws, jobs, &mut beat).await?;
                 }
                 Some(msg) = out_rx.recv() => {
-                    let Some((job, _)) = msg.job() else { continue };
+                    let Some((job, token)) = msg.job() else { continue };
                     let job = job.to_string();
-                    if matches!(msg, WorkerMsg::Finished { .. } | WorkerMsg::Release { .. }) {
-                        if jobs.stale.remove(&job) {
-                            jobs.held.remove(&job);
-                            continue;
-                        }
-                        jobs.outbox.insert(job, msg.clone());
-                        send(&mut ws, &msg).await?;
-                    } else if jobs.held.contains_key(&job) && !jobs.stale.contains(&job) {
-                        send(&mut ws, &msg).await?;
+                    // Events and results of an attempt that was dropped or
+                    // replaced by a newer lease go nowhere.
+                    if !jobs.holds(&job, Some(token)) {
+                        continue;
                     }
+                    if matches!(msg, WorkerMsg::Finished { .. } | WorkerMsg::Release { .. }) {
+                        jobs.outbox.insert(job, msg.clone());
+                    }
+                    send(&mut ws, &msg).await?;
                 }
                 _ = beat.tick() => {
                     for (job, (token, _)) in &jobs.held {
@@ -256,49 +268,61 @@ impl Session<'_> {
                 }
             }
             HubMsg::Job { lease } => {
+                let job = lease.job_id.clone();
+                // A newer lease of a job this worker still holds: the earlier
+                // attempt is void (stop it; its result would be refused).
+                if let Some((_, earlier)) = jobs.held.remove(&job) {
+                    earlier.cancel();
+                }
+                jobs.outbox.remove(&job);
+                jobs.tasks.retain(|_, t| !t.is_finished());
                 if !self.ctx.events.is_connected() {
                     // ComfyUI is down: hand it straight back.
                     let msg = WorkerMsg::Release {
-                        job: lease.job_id.clone(),
+                        job: job.clone(),
                         token: lease.token,
                         reason: "the worker's ComfyUI is unreachable".into(),
                     };
-                    jobs.held.insert(
-                        lease.job_id.clone(),
-                        (lease.token, CancellationToken::new()),
-                    );
-                    jobs.outbox.insert(lease.job_id, msg.clone());
+                    jobs.held
+                        .insert(job.clone(), (lease.token, CancellationToken::new()));
+                    jobs.outbox.insert(job, msg.clone());
                     return send(ws, &msg).await;
                 }
                 let cancel = CancellationToken::new();
-                tracing::info!(job = %lease.job_id, attempts = lease.attempts, "job received");
-                jobs.held
-                    .insert(lease.job_id.clone(), (lease.token, cancel.clone()));
+                tracing::info!(%job, attempts = lease.attempts, "job received");
+                jobs.held.insert(job.clone(), (lease.token, cancel.clone()));
                 let ctx = self.ctx.clone();
-                tokio::spawn(async move {
+                let earlier = jobs.tasks.remove(&job);
+                let task = tokio::spawn(async move {
+                    if let Some(earlier) = earlier {
+                        let _ = earlier.await;
+                    }
                     let out = ctx.out.clone();
                     let result = run::run(ctx, lease, cancel).await;
                     let _ = out.send(result).await;
                 });
+                jobs.tasks.insert(job, task);
             }
-            HubMsg::Cancel { job } => {
-                if let Some((_, c)) = jobs.held.get(&job) {
+            HubMsg::Cancel { job, token } => {
+                if jobs.holds(&job, token) {
                     tracing::info!(%job, "cancel requested");
-                    c.cancel();
+                    jobs.held[&job].1.cancel();
                 }
             }
-            HubMsg::Stale { job } => {
-                tracing::warn!(%job, "lease passed on; dropping the job");
-                if let Some((_, c)) = jobs.held.remove(&job) {
-                    c.cancel();
-                    if jobs.outbox.remove(&job).is_none() {
-                        jobs.stale.insert(job);
+            HubMsg::Stale { job, token } => {
+                if jobs.holds(&job, token) {
+                    tracing::warn!(%job, "lease passed on; dropping the job");
+                    if let Some((_, c)) = jobs.held.remove(&job) {
+                        c.cancel();
                     }
+                    jobs.outbox.remove(&job);
                 }
             }
-            HubMsg::Ack { job } => {
-                jobs.outbox.remove(&job);
-                jobs.held.remove(&job);
+            HubMsg::Ack { job, token } => {
+                if jobs.holds(&job, token) {
+                    jobs.outbox.remove(&job);
+                    jobs.held.remove(&job);
+                }
             }
             HubMsg::Error { message } => tracing::warn!("hub: {message}"),
         }

@@ -436,20 +436,7 @@ impl Cluster {
     /// connection error).
     pub async fn submit(&self, user: &str, prompt: &Value) -> Result<String, String> {
         let f = &self.frontends[user];
-        let r = self
-            .http
-            .post(format!("{}/api/prompt", f.base))
-            .bearer_auth(&f.token)
-            .json(&json!({"prompt": prompt, "client_id": format!("{user}-load")}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let body: Value = r.json().await.map_err(|e| e.to_string())?;
-        match body["prompt_id"].as_str() {
-            Some(id) if status.is_success() => Ok(id.to_string()),
-            _ => Err(format!("{status} {body}")),
-        }
+        submit_to(&self.http, &f.base, &f.token, user, prompt).await
     }
 
     /// `user`'s whole `/api/history` (prompt id → entry).
@@ -460,13 +447,17 @@ impl Cluster {
         }
     }
 
-    /// The files in `user`'s output folder (what `/view` can show them).
+    /// The files in `user`'s output folder (what `/view` can show them:
+    /// hidden names, such as the hub's `.upload-…` temp files, are not).
     pub fn output_files(&self, user: &str) -> Vec<PathBuf> {
         let mut out = vec![];
         let mut stack = vec![self.state_dir.join("users").join(user).join("output")];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let p = e.path();
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 if p.is_dir() {
                     stack.push(p);
                 } else {
@@ -624,6 +615,30 @@ impl Cluster {
             s += &format!("--- {n}\n{}\n", f.proc.log_tail(15));
         }
         s
+    }
+}
+
+/// [`Cluster::submit`] without borrowing the cluster (for a task that
+/// outlives a borrow): `POST <base>/api/prompt` with `token`.
+pub async fn submit_to(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    user: &str,
+    prompt: &Value,
+) -> Result<String, String> {
+    let r = http
+        .post(format!("{base}/api/prompt"))
+        .bearer_auth(token)
+        .json(&json!({"prompt": prompt, "client_id": format!("{user}-load")}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let body: Value = r.json().await.map_err(|e| e.to_string())?;
+    match body["prompt_id"].as_str() {
+        Some(id) if status.is_success() => Ok(id.to_string()),
+        _ => Err(format!("{status} {body}")),
     }
 }
 
