@@ -197,6 +197,62 @@ pub fn participant(i: usize) -> String {
     format!("user{:02}", i + 1)
 }
 
+/// What the load run needs: the editor's socket and submits that name it.
+impl Cluster {
+    /// The editor's socket request for `user`:
+    /// `ws://…/userNN/ws?clientId=<client_id>` with the bearer token in the
+    /// `Authorization` header.
+    pub fn ws_request(
+        &self,
+        user: &str,
+        client_id: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let f = &self.frontends[user];
+        let url = format!("{}/ws?clientId={client_id}", f.base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", f.token).parse().unwrap(),
+        );
+        req
+    }
+
+    /// [`Cluster::submit`] with the `client_id` the editor sends (its
+    /// socket's `clientId`).
+    pub async fn submit_from(
+        &self,
+        user: &str,
+        prompt: &Value,
+        client_id: &str,
+    ) -> Result<String, String> {
+        let f = &self.frontends[user];
+        let r = self
+            .http
+            .post(format!("{}/api/prompt", f.base))
+            .bearer_auth(&f.token)
+            .json(&json!({"prompt": prompt, "client_id": client_id}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: Value = r.json().await.map_err(|e| e.to_string())?;
+        match body["prompt_id"].as_str() {
+            Some(id) if status.is_success() => Ok(id.to_string()),
+            _ => Err(format!("{status} {body}")),
+        }
+    }
+
+    /// Redis's `INFO memory` field `field` (e.g. `used_memory`), in bytes.
+    pub fn redis_memory(&self, field: &str) -> Option<u64> {
+        let mut c = redis::Client::open(self.redis.url()).ok()?.get_connection().ok()?;
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut c).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
 impl Cluster {
     /// Starts Redis, the hub, every frontend and every worker, and waits
     /// until each frontend answers and knows the workers' node catalogue.
