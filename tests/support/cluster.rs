@@ -27,12 +27,34 @@ const BIN: &str = env!("CARGO_BIN_EXE_comfy-multi");
 /// The worker token every agent of a cluster uses.
 pub const WORKER_TOKEN: &str = "cluster-worker-token-0123456789";
 
+/// A port free now for a process to listen on. Taken below the kernel's
+/// ephemeral range: a port from `bind(0)` is ephemeral, and with hundreds of
+/// processes opening connections one of them can take it as its local port
+/// before the listener binds it (seen with 200 frontends). Never the same
+/// port twice in one test binary.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = if ephemeral_low > 12_000 {
+            rand::random_range(10_000..ephemeral_low)
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// One child process that can be killed and started again with the same
@@ -209,7 +231,10 @@ impl Cluster {
     ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let f = &self.frontends[user];
-        let url = format!("{}/ws?clientId={client_id}", f.base.replacen("http", "ws", 1));
+        let url = format!(
+            "{}/ws?clientId={client_id}",
+            f.base.replacen("http", "ws", 1)
+        );
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert(
             "authorization",
@@ -245,7 +270,10 @@ impl Cluster {
 
     /// Redis's `INFO memory` field `field` (e.g. `used_memory`), in bytes.
     pub fn redis_memory(&self, field: &str) -> Option<u64> {
-        let mut c = redis::Client::open(self.redis.url()).ok()?.get_connection().ok()?;
+        let mut c = redis::Client::open(self.redis.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
         let info: String = redis::cmd("INFO").arg("memory").query(&mut c).ok()?;
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{field}:")))
