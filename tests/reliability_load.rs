@@ -333,7 +333,7 @@ async fn run(load: Load) {
             *per_worker.entry(j.worker.unwrap_or_default()).or_default() += 1;
         }
     }
-    finished.sort_by(|a, b| a.0.cmp(&b.0));
+    finished.sort_by_key(|a| a.0);
 
     // Whose each prompt named on a socket is, by the queue: acknowledged
     // submits, and any other id looked up (a submit whose answer was an
@@ -357,9 +357,9 @@ async fn run(load: Load) {
         })
         .collect();
     for pid in named {
-        if !owner.contains_key(&pid) {
-            if let Some(j) = q.job(&pid).await.ok().flatten() {
-                owner.insert(pid, j.participant);
+        if let std::collections::hash_map::Entry::Vacant(e) = owner.entry(pid) {
+            if let Some(j) = q.job(e.key()).await.ok().flatten() {
+                e.insert(j.participant);
             }
         }
     }
