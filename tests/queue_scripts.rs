@@ -669,6 +669,48 @@ async fn a_participant_sees_their_jobs_with_global_positions_and_etas() {
     assert_eq!(c.waiting_by_participant.get("user02"), Some(&1));
 }
 
+/// The count the editor socket's `status` shows agrees with the full view
+/// (waiting + running) through a job's whole life, a requeue and a cancel.
+#[tokio::test]
+async fn the_pending_count_matches_the_participants_waiting_and_running_jobs() {
+    let (_r, q) = setup().await;
+    q.set_mode(Mode::Fifo).await.unwrap();
+    async fn agree(q: &Queue) -> u64 {
+        let view = q.participant_queue("user01", 1).await.unwrap();
+        let n = q.pending_count("user01").await.unwrap();
+        assert_eq!(n as usize, view.waiting.len() + view.running.len());
+        n
+    }
+    assert_eq!(agree(&q).await, 0);
+    let a = q.enqueue(job("user01", 1)).await.unwrap().id;
+    let b = q.enqueue(job("user01", 2)).await.unwrap().id;
+    q.enqueue(job("user02", 3)).await.unwrap();
+    assert_eq!(agree(&q).await, 2);
+    let lease = q.lease("w").await.unwrap().unwrap();
+    assert_eq!(lease.job_id, a);
+    q.start(&a, lease.token).await.unwrap();
+    assert_eq!(agree(&q).await, 2);
+    q.release(&a, lease.token, "test").await.unwrap();
+    assert_eq!(agree(&q).await, 2);
+    let lease = q.lease("w").await.unwrap().unwrap();
+    q.finish(
+        &a,
+        lease.token,
+        Outcome::Succeeded,
+        &json!({}),
+        None,
+        Some(0.1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(agree(&q).await, 1);
+    q.cancel(&b, &Actor::Participant("user01".into()))
+        .await
+        .unwrap();
+    assert_eq!(agree(&q).await, 0);
+    assert_eq!(q.pending_count("user02").await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn a_released_job_is_retried_at_once_and_the_old_token_is_dead() {
     let (_r, q) = setup().await;

@@ -121,11 +121,12 @@ pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejec
 
 /// Waiting + running jobs of this participant.
 pub async fn remaining(s: &FrontendState) -> usize {
+    // The socket sends this after every change of the participant's jobs:
+    // a count, not the whole queue (which costs a read per waiting job).
     s.queue
-        .participant_queue(&s.participant, 1)
+        .pending_count(&s.participant)
         .await
-        .map(|q| q.waiting.len() + q.running.len())
-        .unwrap_or(0)
+        .map_or(0, |n| n as usize)
 }
 
 /// `GET /prompt`.

@@ -272,6 +272,20 @@ impl Queue {
         })
     }
 
+    /// How many of a participant's jobs are waiting or running: the
+    /// `active` count the queue scripts keep (enqueue adds one, every end
+    /// takes one off) — one field read, where [`Queue::participant_queue`]
+    /// reads the whole queue to place each job.
+    pub async fn pending_count(&self, participant: &str) -> Result<u64, QueueError> {
+        check_name("participant", participant)?;
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(self.keys.user(participant))
+            .arg("active")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// A page of a participant's finished jobs, newest first.
     pub async fn history(
         &self,

@@ -27,12 +27,34 @@ const BIN: &str = env!("CARGO_BIN_EXE_comfy-multi");
 /// The worker token every agent of a cluster uses.
 pub const WORKER_TOKEN: &str = "cluster-worker-token-0123456789";
 
+/// A port free now for a process to listen on. Taken below the kernel's
+/// ephemeral range: a port from `bind(0)` is ephemeral, and with hundreds of
+/// processes opening connections one of them can take it as its local port
+/// before the listener binds it (seen with 200 frontends). Never the same
+/// port twice in one test binary.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = if ephemeral_low > 12_000 {
+            rand::random_range(10_000..ephemeral_low)
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// One child process that can be killed and started again with the same
@@ -195,6 +217,68 @@ pub struct Cluster {
 
 pub fn participant(i: usize) -> String {
     format!("user{:02}", i + 1)
+}
+
+/// What the load run needs: the editor's socket and submits that name it.
+impl Cluster {
+    /// The editor's socket request for `user`:
+    /// `ws://…/userNN/ws?clientId=<client_id>` with the bearer token in the
+    /// `Authorization` header.
+    pub fn ws_request(
+        &self,
+        user: &str,
+        client_id: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let f = &self.frontends[user];
+        let url = format!(
+            "{}/ws?clientId={client_id}",
+            f.base.replacen("http", "ws", 1)
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", f.token).parse().unwrap(),
+        );
+        req
+    }
+
+    /// [`Cluster::submit`] with the `client_id` the editor sends (its
+    /// socket's `clientId`).
+    pub async fn submit_from(
+        &self,
+        user: &str,
+        prompt: &Value,
+        client_id: &str,
+    ) -> Result<String, String> {
+        let f = &self.frontends[user];
+        let r = self
+            .http
+            .post(format!("{}/api/prompt", f.base))
+            .bearer_auth(&f.token)
+            .json(&json!({"prompt": prompt, "client_id": client_id}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: Value = r.json().await.map_err(|e| e.to_string())?;
+        match body["prompt_id"].as_str() {
+            Some(id) if status.is_success() => Ok(id.to_string()),
+            _ => Err(format!("{status} {body}")),
+        }
+    }
+
+    /// Redis's `INFO memory` field `field` (e.g. `used_memory`), in bytes.
+    pub fn redis_memory(&self, field: &str) -> Option<u64> {
+        let mut c = redis::Client::open(self.redis.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut c).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse().ok())
+    }
 }
 
 impl Cluster {
