@@ -770,3 +770,45 @@ async fn a_broadcast_reaches_every_participant_and_is_kept_as_the_latest() {
     }
     assert_eq!(q.last_broadcast().await.unwrap(), Some(sent));
 }
+
+/// Bytes Redis has sent to its clients so far (`INFO stats`).
+fn redis_bytes_out(redis: &RedisServer) -> u64 {
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_net_output_bytes in INFO stats")
+}
+
+#[tokio::test]
+async fn placing_a_participant_in_line_does_not_read_the_waiting_jobs_prompts() {
+    // Every open editor polls its place in line; with a long line of big
+    // workflows, reading each waiting job's prompt would move megabytes
+    // per poll.
+    let redis = RedisServer::start();
+    let q = queue(&redis, test_settings()).await;
+    let filler = "x".repeat(30_000);
+    for n in 0..100u64 {
+        let mut j = job(&format!("user{:02}", n % 10 + 1), n);
+        j.prompt["1"]["inputs"]["note"] = json!(filler);
+        q.enqueue(j).await.unwrap();
+    }
+    let before = redis_bytes_out(&redis);
+    let mine = q.participant_queue("user03", 2).await.unwrap();
+    let sent = redis_bytes_out(&redis) - before;
+    assert_eq!(mine.waiting.len(), 10);
+    assert!(
+        mine.waiting
+            .windows(2)
+            .all(|w| w[0].position < w[1].position),
+        "{mine:?}"
+    );
+    assert!(
+        sent < 300_000,
+        "placing user03 read {sent} bytes: the 3 MB of prompts came along"
+    );
+}

@@ -143,6 +143,46 @@ impl Queue {
         Ok(out)
     }
 
+    /// The jobs' small fields only (no prompt, extra workflow, outputs or
+    /// error): what placing waiting jobs in line needs. A waiting job's
+    /// prompt can be tens of KiB, and every editor's status poll places the
+    /// whole line, so reading full jobs there would move megabytes per poll.
+    async fn job_headers(&self, ids: &[String]) -> Result<Vec<Job>, QueueError> {
+        const FIELDS: [&str; 8] = [
+            "id",
+            "participant",
+            "number",
+            "status",
+            "name",
+            "priority",
+            "attempts",
+            "created",
+        ];
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let h: Hash = FIELDS
+                .iter()
+                .zip(row)
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect();
+            if h.is_empty() {
+                continue;
+            }
+            if let Some(j) = Job::from_hash(&h).map_err(QueueError::Corrupt)? {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
     /// Settings as changed at runtime, with config defaults filled in.
     pub async fn runtime_settings(&self) -> Result<RuntimeSettings, QueueError> {
         let h: Hash = redis::cmd("HGETALL")
@@ -189,7 +229,7 @@ impl Queue {
 
         let mut ids = prio.clone();
         ids.extend(queued.iter().cloned());
-        let jobs = self.jobs(&ids).await?;
+        let jobs = self.job_headers(&ids).await?;
         let by_id: HashMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
         let pair = |id: &String| {
             by_id
