@@ -353,3 +353,155 @@ async fn participant_and_admin_credentials_open_no_worker_route() {
     assert_eq!(control, 200);
     assert!(!wrote, "an output was stored without a worker token");
 }
+
+/// Uploads `bytes` as an output of `job` under `token`; the status and the
+/// stored name.
+async fn put_output(hub: &TestHub, job: &str, token: u64, name: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/worker/v1/jobs/{job}/output?token={token}&type=output&filename={name}",
+            hub.url
+        ))
+        .bearer_auth(WORKER_TOKEN)
+        .body(format!("pixels of {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body["filename"].as_str().unwrap_or("").to_string())
+}
+
+/// The next message of type `want` on a worker socket (10 s at most).
+async fn next_msg<S>(ws: &mut S, want: &str) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == want {
+                    return v;
+                }
+            }
+        }
+        panic!("socket closed before {want}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {want} from the hub"))
+}
+
+fn output_names(hub: &TestHub) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(hub.dir("user01", "output"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_attempts_output_is_removed_so_the_participant_sees_one_result() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn(
+        &redis,
+        QueueSettings {
+            max_attempts: 3,
+            ..QueueSettings::default()
+        },
+    )
+    .await;
+    // Attempt 1 uploads its output, then loses its lease before finishing.
+    let (job, t1) = leased(&hub).await;
+    let (status, first) = put_output(&hub, &job, t1, "x_00001_.png").await;
+    assert_eq!(status, 200);
+    hub.queue
+        .requeue_expired_after(24 * 3_600_000)
+        .await
+        .unwrap();
+    // Too late now: refused, and nothing is left of it.
+    let (late, _) = put_output(&hub, &job, t1, "late.png").await;
+    assert_eq!(late, 409);
+    assert_eq!(output_names(&hub), vec![first.clone()]);
+
+    // Attempt 2 runs on a worker connected to the hub and reports its result.
+    let mut req = format!("{}/worker/v1/connect", hub.url.replace("http", "ws"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {WORKER_TOKEN}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let register = serde_json::json!({"type": "register", "worker": "w2", "capacity": 1,
+        "comfyui_url": "http://127.0.0.1:1", "object_info_digest": "d1"});
+    ws.send(Message::Text(register.to_string().into()))
+        .await
+        .unwrap();
+    let lease = next_msg(&mut ws, "job").await;
+    let t2 = lease["lease"]["token"].as_u64().unwrap();
+    assert_eq!(lease["lease"]["job_id"], job.as_str());
+    let (status, second) = put_output(&hub, &job, t2, "x_00001_.png").await;
+    assert_eq!(status, 200);
+    assert_ne!(second, first, "a second file beside the first");
+    let finished = serde_json::json!({"type": "finished", "job": job, "token": t2,
+        "outcome": "succeeded", "outputs": {"9": {"images": [
+            {"filename": second, "subfolder": "", "type": "output"}]}}});
+    ws.send(Message::Text(finished.to_string().into()))
+        .await
+        .unwrap();
+    let ack = next_msg(&mut ws, "ack").await;
+    assert_eq!(ack["token"], t2, "the ack names the attempt");
+    let done = hub.queue.job(&job).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(
+        output_names(&hub),
+        vec![second],
+        "only the recorded result is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_reaper_fails_for_good_leaves_no_output_behind() {
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn(
+        &redis,
+        QueueSettings {
+            max_attempts: 1,
+            lease_ms: 300,
+            ..QueueSettings::default()
+        },
+    )
+    .await;
+    let (job, token) = leased(&hub).await;
+    let (status, _) = put_output(&hub, &job, token, "x_00001_.png").await;
+    assert_eq!(status, 200);
+    assert_eq!(output_names(&hub).len(), 1);
+    // No heartbeat: the hub's reaper fails the job once the lease is over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let j = hub.queue.job(&job).await.unwrap().unwrap();
+        if j.status == Status::Failed && output_names(&hub).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{j:?} with files {:?}",
+            output_names(&hub)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -113,6 +113,7 @@ pub fn spawn_background(
     ));
     tokio::spawn(reaper::run(
         state.queue.clone(),
+        state.state_dir.clone(),
         state.reap_interval,
         shutdown.clone(),
     ))
