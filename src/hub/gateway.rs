@@ -339,9 +339,11 @@ async fn handle(
                     );
                 }
             }
+            // Before the worker hears the answer: once a job has ended, only
+            // the files its recorded result names are left.
+            super::files::discard_unrecorded_outputs(q, state_dir, &job).await;
             if report(tx, &job, token, r.map(|_| ())).await {
                 drop_job(&job, token);
-                super::files::discard_unrecorded_outputs(q, state_dir, &job).await;
             }
         }
         WorkerMsg::Release { job, token, reason } => {
