@@ -18,7 +18,7 @@ mod support_comfyui;
 use comfy_multi::queue::{Job, Queue, Status};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
-use support::cluster::{participant, sleep_prompt, submit_to, Cluster, Proc, Spec};
+use support::cluster::{is_final, participant, sleep_prompt, submit_to, Cluster, Proc, Spec};
 use support::report::{Jepsen, Record, Section};
 use support_comfyui::ComfyUi;
 
@@ -358,13 +358,7 @@ async fn finished_after(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let jobs = c.jobs(user).await.unwrap_or_default();
-        let done = jobs.iter().any(|j| {
-            j["id"] == id
-                && matches!(
-                    j["status"].as_str(),
-                    Some("completed" | "failed" | "cancelled")
-                )
-        });
+        let done = jobs.iter().any(|j| j["id"] == id && is_final(j));
         if done {
             return Some(since.elapsed());
         }
@@ -650,7 +644,7 @@ async fn redis_killed_and_restarted_on_its_data_keeps_every_acknowledged_submit_
             let prompt = sleep_prompt(1.0, n);
             attempts.push(tokio::spawn(async move {
                 let t = Instant::now();
-                let r = submit_to(&http, &base, &token, &u, &prompt).await;
+                let r = submit_to(&http, &base, &token, &format!("{u}-load"), &prompt).await;
                 (u, r, t.elapsed())
             }));
         }

@@ -142,21 +142,8 @@ fn output_path(kind: &str, subfolder: &str, name: &str) -> String {
 /// its recorded result does not name — an attempt whose lease expired after
 /// it had uploaded, replaced by a re-run. So a participant sees each result
 /// once. Best effort: a failure is logged, never fatal.
-pub async fn discard_unrecorded_outputs(
-    queue: &crate::queue::Queue,
-    state_dir: &std::path::Path,
-    job: &str,
-) {
-    let Ok(Some(j)) = queue.job(job).await else {
-        return;
-    };
-    if !j.status.is_terminal() {
-        return;
-    }
-    let Ok(noted) = queue.noted_outputs(job).await else {
-        return;
-    };
-    if noted.is_empty() {
+pub async fn discard_unrecorded_outputs(state_dir: &std::path::Path, j: &crate::queue::Job) {
+    if !j.status.is_terminal() || j.noted_outputs.is_empty() {
         return;
     }
     let mut recorded = std::collections::HashSet::new();
@@ -178,8 +165,8 @@ pub async fn discard_unrecorded_outputs(
             }
         }
     }
-    let user_dir = state_dir.join("users").join(&j.participant);
-    for path in noted.iter().filter(|p| !recorded.contains(*p)) {
+    let (job, user_dir) = (&j.id, state_dir.join("users").join(&j.participant));
+    for path in j.noted_outputs.iter().filter(|p| !recorded.contains(*p)) {
         if let Some(full) = safe_join(&user_dir, path) {
             match tokio::fs::remove_file(&full).await {
                 Ok(()) => {

@@ -326,8 +326,12 @@ async fn handle(
             let r = q
                 .finish(&job, token, outcome, &outputs, error.as_ref(), gpu_seconds)
                 .await;
-            if r.is_ok() {
-                if let Ok(Some(j)) = q.job(&job).await {
+            // One read of the job as it now stands: its timings for the
+            // metrics, and — before the worker hears the answer — its
+            // replaced attempts' files removed, so only the recorded
+            // result's files are left.
+            if let Ok(Some(j)) = q.job(&job).await {
+                if r.is_ok() {
                     let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
                         (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
                         _ => None,
@@ -338,10 +342,8 @@ async fn handle(
                         secs(j.started_ms, j.finished_ms),
                     );
                 }
+                super::files::discard_unrecorded_outputs(state_dir, &j).await;
             }
-            // Before the worker hears the answer: once a job has ended, only
-            // the files its recorded result names are left.
-            super::files::discard_unrecorded_outputs(q, state_dir, &job).await;
             if report(tx, &job, token, r.map(|_| ())).await {
                 drop_job(&job, token);
             }

@@ -26,7 +26,9 @@ pub async fn run(
             Ok(done) => {
                 for (job, what) in done {
                     if what != Expiry::Requeued {
-                        super::files::discard_unrecorded_outputs(&queue, &state_dir, &job).await;
+                        if let Ok(Some(j)) = queue.job(&job).await {
+                            super::files::discard_unrecorded_outputs(&state_dir, &j).await;
+                        }
                     }
                     match what {
                         Expiry::Requeued => tracing::warn!(%job, "lease expired; job requeued"),

@@ -153,6 +153,10 @@ pub struct Job {
     pub outputs: Option<serde_json::Value>,
     pub error: Option<JobError>,
     pub gpu_seconds: Option<f64>,
+    /// Output files any attempt stored (`type/subfolder/name`, relative to
+    /// the participant's folder; see `note_output.lua`). Hub-internal.
+    #[serde(skip_serializing, default)]
+    pub noted_outputs: Vec<String>,
 }
 
 impl Job {
@@ -186,6 +190,14 @@ impl Job {
             gpu_seconds: get("gpu_ms")
                 .and_then(|v| v.parse::<f64>().ok())
                 .map(|ms| ms / 1000.0),
+            noted_outputs: get("files")
+                .map(|v| {
+                    v.lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }))
     }
 }

@@ -338,23 +338,6 @@ impl Queue {
         Ok(())
     }
 
-    /// Every output file stored for `job` by any of its attempts
-    /// (see [`Queue::note_output`]).
-    pub async fn noted_outputs(&self, job_id: &str) -> Result<Vec<String>, QueueError> {
-        check_id(job_id)?;
-        let files: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.job(job_id))
-            .arg("files")
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(files
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect())
-    }
-
     /// Reports the end of a job under the lease `token`. `gpu_seconds` is
     /// the worker's measure: not finite counts as unknown, below zero as
     /// zero, more than [`MAX_GPU_SECONDS`] as that (so does `finish.lua`).

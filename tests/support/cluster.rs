@@ -252,20 +252,7 @@ impl Cluster {
         client_id: &str,
     ) -> Result<String, String> {
         let f = &self.frontends[user];
-        let r = self
-            .http
-            .post(format!("{}/api/prompt", f.base))
-            .bearer_auth(&f.token)
-            .json(&json!({"prompt": prompt, "client_id": client_id}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let body: Value = r.json().await.map_err(|e| e.to_string())?;
-        match body["prompt_id"].as_str() {
-            Some(id) if status.is_success() => Ok(id.to_string()),
-            _ => Err(format!("{status} {body}")),
-        }
+        submit_to(&self.http, &f.base, &f.token, client_id, prompt).await
     }
 
     /// Redis's `INFO memory` field `field` (e.g. `used_memory`), in bytes.
@@ -519,8 +506,8 @@ impl Cluster {
     /// an acknowledged submit, else `Err("<status> <body>")` (or the
     /// connection error).
     pub async fn submit(&self, user: &str, prompt: &Value) -> Result<String, String> {
-        let f = &self.frontends[user];
-        submit_to(&self.http, &f.base, &f.token, user, prompt).await
+        self.submit_from(user, prompt, &format!("{user}-load"))
+            .await
     }
 
     /// `user`'s whole `/api/history` (prompt id → entry).
@@ -578,15 +565,9 @@ impl Cluster {
                 }
             }
             let open = acked.iter().any(|(u, id)| {
-                !lists.get(u.as_str()).is_some_and(|l| {
-                    l.iter().any(|j| {
-                        j["id"] == id.as_str()
-                            && matches!(
-                                j["status"].as_str(),
-                                Some("completed" | "failed" | "cancelled")
-                            )
-                    })
-                })
+                !lists
+                    .get(u.as_str())
+                    .is_some_and(|l| l.iter().any(|j| j["id"] == id.as_str() && is_final(j)))
             });
             if !open || Instant::now() > deadline {
                 break;
@@ -676,10 +657,7 @@ impl Cluster {
         let mut out = std::collections::BTreeSet::new();
         for u in users {
             for j in self.jobs(u).await.unwrap_or_default() {
-                if matches!(
-                    j["status"].as_str(),
-                    Some("completed" | "failed" | "cancelled")
-                ) {
+                if is_final(&j) {
                     if let Some(id) = j["id"].as_str() {
                         out.insert(id.to_string());
                     }
@@ -708,13 +686,13 @@ pub async fn submit_to(
     http: &reqwest::Client,
     base: &str,
     token: &str,
-    user: &str,
+    client_id: &str,
     prompt: &Value,
 ) -> Result<String, String> {
     let r = http
         .post(format!("{base}/api/prompt"))
         .bearer_auth(token)
-        .json(&json!({"prompt": prompt, "client_id": format!("{user}-load")}))
+        .json(&json!({"prompt": prompt, "client_id": client_id}))
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -724,6 +702,14 @@ pub async fn submit_to(
         Some(id) if status.is_success() => Ok(id.to_string()),
         _ => Err(format!("{status} {body}")),
     }
+}
+
+/// Whether a job of `/api/jobs` has reached its final state.
+pub fn is_final(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("completed" | "failed" | "cancelled")
+    )
 }
 
 /// The test workflow `EmptyImage → CMSleep(seconds) → SaveImage`, made
