@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::hub::{TestHub, ADMIN_TOKEN, WORKER_TOKEN};
+use support::hub::{worker_socket, TestHub, WorkerWs, ADMIN_TOKEN};
 use support::report::{Record, Section};
 use support::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1008,20 +1008,6 @@ fn fuzz_participant_socket_frames() {
 
 // ------------------------------------------------------- the worker side
 
-/// A worker socket on the hub.
-type WorkerWs =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn worker_socket(hub: &TestHub) -> WorkerWs {
-    let url = format!("{}/worker/v1/connect", hub.url.replace("http", "ws"));
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {WORKER_TOKEN}").parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
 fn register(worker: &str, capacity: u32) -> Message {
     Message::Text(
         json!({"type": "register", "worker": worker, "capacity": capacity,
@@ -1033,20 +1019,7 @@ fn register(worker: &str, capacity: u32) -> Message {
 
 /// The next hub message that `want` accepts, within the answer bound.
 async fn next_hub_msg(ws: &mut WorkerWs, want: impl Fn(&Value) -> bool) -> Option<Value> {
-    tokio::time::timeout(ANSWER, async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
-                if want(&v) {
-                    return Some(v);
-                }
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
+    support::hub::next_hub_msg(ws, ANSWER, want).await
 }
 
 /// A worker-side value, some made concrete with the live lease at send

@@ -373,29 +373,11 @@ async fn put_output(hub: &TestHub, job: &str, token: u64, name: &str) -> (u16, S
 }
 
 /// The next message of type `want` on a worker socket (10 s at most).
-async fn next_msg<S>(ws: &mut S, want: &str) -> serde_json::Value
-where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    use futures_util::StreamExt;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == want {
-                    return v;
-                }
-            }
-        }
-        panic!("socket closed before {want}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {want} from the hub"))
+async fn next_msg(
+    ws: &mut support::hub::WorkerWs,
+    want: &'static str,
+) -> Option<serde_json::Value> {
+    support::hub::next_hub_msg(ws, Duration::from_secs(10), |v| v["type"] == want).await
 }
 
 fn output_names(hub: &TestHub) -> Vec<String> {
@@ -414,7 +396,7 @@ fn output_names(hub: &TestHub) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_attempts_output_is_removed_so_the_participant_sees_one_result() {
     use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    use tokio_tungstenite::tungstenite::Message;
     let redis = RedisServer::start();
     let hub = TestHub::spawn(
         &redis,
@@ -438,20 +420,13 @@ async fn a_replaced_attempts_output_is_removed_so_the_participant_sees_one_resul
     assert_eq!(output_names(&hub), vec![first.clone()]);
 
     // Attempt 2 runs on a worker connected to the hub and reports its result.
-    let mut req = format!("{}/worker/v1/connect", hub.url.replace("http", "ws"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {WORKER_TOKEN}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = support::hub::worker_socket(&hub).await;
     let register = serde_json::json!({"type": "register", "worker": "w2", "capacity": 1,
         "comfyui_url": "http://127.0.0.1:1", "object_info_digest": "d1"});
     ws.send(Message::Text(register.to_string().into()))
         .await
         .unwrap();
-    let lease = next_msg(&mut ws, "job").await;
+    let lease = next_msg(&mut ws, "job").await.expect("a lease");
     let t2 = lease["lease"]["token"].as_u64().unwrap();
     assert_eq!(lease["lease"]["job_id"], job.as_str());
     let (status, second) = put_output(&hub, &job, t2, "x_00001_.png").await;
@@ -463,7 +438,7 @@ async fn a_replaced_attempts_output_is_removed_so_the_participant_sees_one_resul
     ws.send(Message::Text(finished.to_string().into()))
         .await
         .unwrap();
-    let ack = next_msg(&mut ws, "ack").await;
+    let ack = next_msg(&mut ws, "ack").await.expect("an ack");
     assert_eq!(ack["token"], t2, "the ack names the attempt");
     let done = hub.queue.job(&job).await.unwrap().unwrap();
     assert_eq!(done.status, Status::Succeeded);

@@ -155,3 +155,43 @@ impl Drop for TestHub {
         self.shutdown.cancel();
     }
 }
+
+/// A worker's WebSocket to a test hub.
+pub type WorkerWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/worker/v1/connect` on `hub` with the worker token.
+pub async fn worker_socket(hub: &TestHub) -> WorkerWs {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/worker/v1/connect", hub.url.replace("http", "ws"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {WORKER_TOKEN}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The next hub message that `want` accepts within `within`; `None` when
+/// the socket closed or the time ran out first.
+pub async fn next_hub_msg(
+    ws: &mut WorkerWs,
+    within: Duration,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                if want(&v) {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
