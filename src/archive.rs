@@ -94,7 +94,7 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// (year, month, day, hour, minute, second) in UTC.
-fn civil(t: SystemTime) -> (i64, u8, u8, u8, u8, u8) {
+pub fn civil(t: SystemTime) -> (i64, u8, u8, u8, u8, u8) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
