@@ -101,6 +101,10 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
         shutdown: stop.clone(),
         work_available: Default::default(),
         samples: Default::default(),
+        warmups: Default::default(),
+        pools: Default::default(),
+        door: Default::default(),
+        starting: Default::default(),
     };
     tokio::spawn(hub::run(listener, s, stop.clone()));
     let cfg = AgentConfig {
@@ -110,6 +114,9 @@ async fn start_hub(redis: &str, comfyui: &str, capacity: u32) -> Hub {
         token,
         capacity,
         heartbeat: Duration::from_secs(5),
+        pool: comfy_multi::pool::DEFAULT_POOL.into(),
+        headers: vec![],
+        starting: None,
     };
     tokio::spawn(run_agent(cfg, stop.clone()));
     Hub {

@@ -110,6 +110,25 @@ let
     }
     // optionalAttrs (cfg.workflowsDir != null) { workflows_dir = "${cfg.workflowsDir}"; };
   }
+  // optionalAttrs (cfg.warmup != [ ]) {
+    warmup = map (w: { workflow = "${w}"; }) cfg.warmup;
+  }
+  // optionalAttrs (cfg.pools != [ ]) {
+    pools = map (
+      p:
+      {
+        inherit (p) name kind burst state;
+        price_per_gpu_hour = p.pricePerGpuHour;
+        max_concurrency = p.maxConcurrency;
+      }
+      // optionalAttrs (p.kind == "comfyui_url") {
+        inherit (p) urls capacity;
+      }
+      // optionalAttrs (p.headersFile != null) {
+        headers_file = "${hubCreds}/pool-${p.name}-headers";
+      }
+    ) cfg.pools;
+  }
   // optionalAttrs (cfg.remoteWorkers != [ ]) {
     workers = map (w: {
       inherit (w) id;
@@ -570,7 +589,7 @@ in
               };
               url = mkOption {
                 type = types.str;
-                description = "Where to download it from (Hugging Face URLs get `huggingfaceTokenFile`).";
+                description = "Where to download it from (URLs under `tokenUrlPrefixes` get `huggingfaceTokenFile`).";
               };
               sha256 = mkOption {
                 type = types.strMatching "[0-9a-f]{64}";
@@ -588,7 +607,20 @@ in
       huggingfaceTokenFile = mkOption {
         type = types.nullOr types.str;
         default = null;
-        description = "File on the host with a Hugging Face token, for gated model downloads.";
+        description = ''
+          File on the host with a bearer token (a Hugging Face token, for gated model
+          downloads). Sent only to URLs starting with one of `tokenUrlPrefixes`, never
+          logged.
+        '';
+      };
+      tokenUrlPrefixes = mkOption {
+        type = types.listOf types.str;
+        default = [ "https://huggingface.co/" ];
+        example = [
+          "https://huggingface.co/"
+          "https://models.example.org/private/"
+        ];
+        description = "Model URLs starting with one of these get `huggingfaceTokenFile` as `Authorization: Bearer`.";
       };
       customNodes = mkOption {
         type = types.listOf (types.either types.package types.path);
@@ -617,6 +649,75 @@ in
       description = "ComfyUIs on other hosts, driven by in-process workers of the hub (`[[workers]]`).";
     };
 
+    pools = mkOption {
+      type = types.listOf (
+        types.submodule {
+          options = {
+            name = mkOption {
+              type = types.strMatching "[A-Za-z0-9_-]+";
+              description = "Pool name (agents join it with `comfy-multi worker --pool NAME`; `local` is the host's GPUs).";
+            };
+            kind = mkOption {
+              type = types.enum [
+                "agent"
+                "comfyui_url"
+              ];
+              default = "agent";
+              description = "`agent`: workers that dial the hub; `comfyui_url`: ComfyUIs at `urls`, driven by the hub.";
+            };
+            urls = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "https://you--comfyui-serve.modal.run" ];
+              description = "`comfyui_url` pools: one worker per URL (ids `<name>-1`, `<name>-2`, …).";
+            };
+            headersFile = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "/var/lib/comfy-multi-secrets/modal-headers";
+              description = ''
+                `comfyui_url` pools: file on the host with request headers for those URLs, one
+                `Name: value` per line (a bearer token, Modal's `Modal-Key`/`Modal-Secret`).
+                Passed to the hub with LoadCredential; never in the store.
+              '';
+            };
+            capacity = mkOption {
+              type = types.ints.positive;
+              default = 2;
+              description = "`comfyui_url` pools: jobs each URL holds at once.";
+            };
+            state = mkOption {
+              type = types.enum [
+                "enabled"
+                "parked"
+                "draining"
+              ];
+              default = "enabled";
+              description = "State at first start; `comfy-multi-admin pool NAME enable|park|drain` switches it (persisted).";
+            };
+            burst = mkOption {
+              type = types.strMatching "always|line_over:[0-9]+";
+              default = "always";
+              example = "line_over:20";
+              description = "When an enabled pool takes jobs: `always`, or only while more than N jobs wait.";
+            };
+            maxConcurrency = mkOption {
+              type = types.ints.unsigned;
+              default = 0;
+              description = "Most jobs the pool's workers hold at once, all together (0: no limit beyond each worker's capacity).";
+            };
+            pricePerGpuHour = mkOption {
+              type = types.either types.int types.float;
+              default = 0;
+              description = "What one GPU-hour costs (any currency), for the cost on the dashboard and in /metrics.";
+            };
+          };
+        }
+      );
+      default = [ ];
+      description = "Worker pools by provider, switched at runtime by the instructor (see DEPLOY.md, \"Rented GPUs\").";
+    };
+
     externalWorkers = mkOption {
       type = types.listOf (types.strMatching "[A-Za-z0-9_.-]+");
       default = [ ];
@@ -624,6 +725,18 @@ in
       description = ''
         Ids of `comfy-multi worker` agents running on OTHER hosts and connecting to
         `https://<domain>/worker/`. A token is generated for each in `secretsDir/workers/<id>`.
+      '';
+    };
+
+    warmup = mkOption {
+      type = types.listOf types.path;
+      default = [ ];
+      example = literalExpression "[ ./warmup/sdxl-txt2img.api.json ]";
+      description = ''
+        Warm-up workflows in ComfyUI's API format (Workflow → Export (API) in the
+        editor). Every worker runs them when it connects — on this host that is
+        after `comfyui-models.service` has finished — and on demand
+        (`comfy-multi-admin warmup`), before any participant's job on that GPU.
       '';
     };
 
@@ -717,6 +830,20 @@ in
         assertion = cfg.gpus != [ ] || cfg.remoteWorkers != [ ] || cfg.externalWorkers != [ ];
         message = "services.comfy-multi: no workers: set gpus, remoteWorkers or externalWorkers.";
       }
+      {
+        assertion = lib.allUnique (map (p: p.name) cfg.pools);
+        message = "services.comfy-multi: pool names must be unique.";
+      }
+      {
+        assertion = lib.all (
+          p: (p.kind == "comfyui_url") == (p.urls != [ ]) && (p.headersFile != null -> p.kind == "comfyui_url")
+        ) cfg.pools;
+        message = "services.comfy-multi: a comfyui_url pool needs urls (and only it takes urls or headersFile).";
+      }
+      {
+        assertion = lib.all (p: p.headersFile == null || lib.hasPrefix "/" p.headersFile) cfg.pools;
+        message = "services.comfy-multi: a pool's headersFile must be an absolute path on the host.";
+      }
     ];
 
     services.comfy-multi.settings = lib.mapAttrsRecursive (_: mkDefault) defaultSettings;
@@ -751,6 +878,10 @@ in
       appendFsync = "always"; # a submit is acknowledged only once it is on disk
       settings = {
         maxmemory-policy = "noeviction"; # never drop queue state under memory pressure
+        # A full disk makes Redis (fsync always) exit on a short AOF write; on the
+        # next start it loads what is whole instead of refusing (Redis's default,
+        # said here so no later default change can leave the workshop down).
+        aof-load-truncated = "yes";
       };
     };
 
@@ -796,6 +927,16 @@ in
     };
 
     systemd.services = {
+      # nixpkgs' Redis unit does not restart by itself: it must, forever (the
+      # hub, frontends and workers reconnect on their own while it is away).
+      "redis-${redisName}" = {
+        startLimitIntervalSec = 0;
+        serviceConfig = {
+          Restart = "always";
+          RestartSec = "2s";
+        };
+      };
+
       comfy-multi-secrets = {
         description = "comfy-multi: create missing secrets and join cards";
         after = [ "local-fs.target" ];
@@ -825,8 +966,12 @@ in
         # Wants, not Requires, for the secrets: re-running that oneshot (a switch
         # that adds participants) must not restart every service. Missing secrets
         # still stop a unit: its LoadCredential= fails.
-        wants = [ "comfy-multi-secrets.service" ];
-        requires = [ "redis-${redisName}.service" ];
+        # Wants, not Requires, for Redis too: when Redis restarts (a crash, a full
+        # disk) the hub stays up, answers 503 meanwhile and reconnects by itself.
+        wants = [
+          "comfy-multi-secrets.service"
+          "redis-${redisName}.service"
+        ];
         after = [
           "network.target"
           "comfy-multi-secrets.service"
@@ -847,7 +992,10 @@ in
             "session-secret:${cfg.secretsDir}/session-secret"
             "worker-tokens:${cfg.secretsDir}/worker-tokens"
             "participants.toml:${participantsFile}"
-          ];
+          ]
+          ++ map (p: "pool-${p.name}-headers:${p.headersFile}") (
+            lib.filter (p: p.headersFile != null) cfg.pools
+          );
           ReadWritePaths = [ cfg.stateDir ];
           LimitNOFILE = 65536; # a WebSocket per participant tab and per worker
         };
@@ -895,6 +1043,7 @@ in
         environment = {
           MODELS_DIR = cfg.comfyui.modelsDir;
           MANIFEST = "${modelsManifest}";
+          TOKEN_URL_PREFIXES = concatStringsSep " " cfg.comfyui.tokenUrlPrefixes;
         };
         serviceConfig = {
           Type = "oneshot";
@@ -938,7 +1087,8 @@ in
         # exactly as the browser sent it, so `/user07/api/userdata/workflows%2Fx.json`
         # reaches the frontend with its %2F intact.
         locations = {
-          "= /".return = "302 /admin/";
+          # The front door: name + password → that participant's editor.
+          "= /".proxyPass = hubUrl;
           "= /admin".return = "301 /admin/";
           "/admin/" = {
             proxyPass = hubUrl;

@@ -42,3 +42,27 @@ bash scripts/frontend/install.sh
 need_pkg node nodejs
 need_pkg npm npm
 bash tests/browser/install.sh
+
+# The models unit's script test (scripts/check-nix.sh) runs it with curl and jq.
+need_pkg curl curl
+need_pkg jq jq
+need_pkg shellcheck shellcheck
+
+# The NixOS evaluation kit (Nix 2.26 in a Debian chroot + a nixpkgs copy with
+# every NixOS module), when the project's shared/ folder carries it: with it
+# scripts/check-nix.sh evaluates the real host on every run. Needs root
+# (debootstrap, chroot); ~1.5 min the first time, seconds after.
+NIXEVAL="$(cd .. && pwd)/shared/nixeval"
+if [ -f "$NIXEVAL/setup.sh" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    if bash "$NIXEVAL/setup.sh" --check-tools >/tmp/comfy-multi-nixeval-setup.log 2>&1; then
+      echo "test-deps.sh: Nix evaluation kit ready"
+    else
+      # Not fatal: check-nix.sh then parses only and says what it skipped.
+      echo "test-deps.sh: WARNING: the Nix evaluation kit could not be built; the host is not evaluated:" >&2
+      tail -n 20 /tmp/comfy-multi-nixeval-setup.log >&2
+    fi
+  else
+    echo "test-deps.sh: not root: the Nix evaluation kit ($NIXEVAL) is not built; check-nix.sh will only parse"
+  fi
+fi

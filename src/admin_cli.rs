@@ -36,6 +36,36 @@ pub enum AdminCommand {
         #[arg(value_parser = ["fifo", "round_robin", "fair_share"])]
         mode: String,
     },
+    /// Warm models first (within the configured bound), or plain policy order.
+    Affinity {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Run the warm-up workflows again, on one worker or on all.
+    Warmup {
+        #[arg(long)]
+        worker: Option<String>,
+    },
+    /// Disk use: free space, per participant, the biggest files.
+    Storage,
+    /// Remove old files: temp files and previews by default; outputs only
+    /// with --outputs --force (they may not have been downloaded yet).
+    Prune {
+        /// Temp files and previews (the default).
+        #[arg(long)]
+        temp: bool,
+        #[arg(long)]
+        outputs: bool,
+        /// Files untouched for this long: 90s, 30m, 2h, 1d.
+        #[arg(long, default_value = "2h", value_parser = parse_age)]
+        older_than: u64,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop taking and handing out jobs.
     Pause,
     /// Take and hand out jobs again.
@@ -52,6 +82,30 @@ pub enum AdminCommand {
     Broadcast {
         #[arg(required = true, num_args = 1..)]
         message: Vec<String>,
+    },
+    /// Send a workflow (as the editor saves it) to every participant, or
+    /// to those named with --to: saved in their workflows (never over
+    /// theirs) and opened in a new tab in every open editor of theirs.
+    PushWorkflow {
+        file: PathBuf,
+        /// Participants to send it to (default: everyone).
+        #[arg(long, num_args = 1..)]
+        to: Vec<String>,
+        /// The name it is shown under (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every worker pool: kind, state, burst policy, workers, cost so far.
+    Pools,
+    /// Switch a pool: `enable`, `park` (take no new jobs), `drain` (finish
+    /// what it holds, then take nothing), or `burst always|line_over:N`
+    /// (only while more than N jobs wait).
+    Pool {
+        name: String,
+        #[arg(value_parser = ["enable", "park", "drain", "burst"])]
+        action: String,
+        /// The burst policy, for `burst`.
+        policy: Option<String>,
     },
     /// Let a worker finish its job and take no more.
     Drain { worker: String },
@@ -187,6 +241,47 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A worker's warm-up as one cell: `2/3 running`, `done`, `failed: …`.
+fn warmup_cell(w: &Value) -> String {
+    match w["state"].as_str() {
+        None => "-".into(),
+        Some("running") => format!("{}/{} running", s(&w["done"]), s(&w["total"])),
+        Some("failed") => format!(
+            "failed: {}",
+            w["errors"]
+                .as_array()
+                .map(|e| e.iter().map(s).collect::<Vec<_>>().join("; "))
+                .unwrap_or_default()
+        ),
+        Some(state) => state.into(),
+    }
+}
+
+/// `90s`, `30m`, `2h`, `1d` (or plain seconds) as seconds.
+fn parse_age(text: &str) -> Result<u64, String> {
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?}: a number and s, m, h or d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    Ok(n * mult)
+}
+
+/// A share as a whole percentage, never `-0%` (a ratio a hair below
+/// zero from float arithmetic is 0).
+fn percent(ratio: f64) -> String {
+    format!("{:.0}%", (ratio * 100.0).round().max(0.0) + 0.0)
+}
+
 fn short(id: &Value) -> String {
     s(id).chars().take(8).collect()
 }
@@ -207,6 +302,29 @@ pub async fn run(target: &AdminTarget, cmd: AdminCommand, as_json: bool) -> anyh
             Some(json!({"direction": direction})),
         ),
         Mode { mode } => ("POST", "/mode".into(), Some(json!({"mode": mode}))),
+        Warmup { worker } => ("POST", "/warmup".into(), Some(json!({"worker": worker}))),
+        Storage => ("GET", "/storage".into(), None),
+        Prune {
+            temp,
+            outputs,
+            older_than,
+            user,
+            dry_run,
+            force,
+        } => (
+            "POST",
+            "/prune".into(),
+            Some(
+                json!({"temp": if *temp || !*outputs { Some(true) } else { None },
+                "outputs": outputs, "older_than_s": older_than, "user": user,
+                "dry_run": dry_run, "force": force}),
+            ),
+        ),
+        Affinity { state } => (
+            "POST",
+            "/affinity".into(),
+            Some(json!({"on": state == "on"})),
+        ),
         Pause => ("POST", "/pause".into(), None),
         Resume => ("POST", "/resume".into(), None),
         Lock { user } => ("POST", format!("/users/{user}/lock"), None),
@@ -218,6 +336,44 @@ pub async fn run(target: &AdminTarget, cmd: AdminCommand, as_json: bool) -> anyh
             "/broadcast".into(),
             Some(json!({"message": message.join(" ")})),
         ),
+        PushWorkflow { file, to, name } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let workflow: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let name = name.clone().unwrap_or_else(|| {
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "workflow".into())
+            });
+            let to = (!to.is_empty()).then(|| to.clone());
+            (
+                "POST",
+                "/push_workflow".into(),
+                Some(json!({"name": name, "workflow": workflow, "to": to})),
+            )
+        }
+        Pools => ("GET", "/pools".into(), None),
+        Pool {
+            name,
+            action,
+            policy,
+        } => {
+            let body = if action == "burst" {
+                let Some(p) = policy else {
+                    bail!("burst needs a policy: always, or line_over:N (only while more than N jobs wait)");
+                };
+                p.parse::<crate::pool::Burst>()
+                    .map_err(anyhow::Error::msg)?;
+                json!({"burst": p})
+            } else {
+                if policy.is_some() {
+                    bail!("{action} takes no policy (did you mean `burst`?)");
+                }
+                json!({"state": action})
+            };
+            ("POST", format!("/pools/{name}"), Some(body))
+        }
         Drain { worker } => ("POST", format!("/workers/{worker}/drain"), None),
         Undrain { worker } => ("POST", format!("/workers/{worker}/undrain"), None),
         MaxPending { value, user } => match user {
@@ -252,10 +408,11 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
                 _ => "running",
             };
             let mut out = format!(
-                "queue: {paused}, mode {}, max {} pending per participant\n\
+                "queue: {paused}, mode {}, model affinity {}, max {} pending per participant\n\
                  jobs: {} waiting, {} running, {} done, {} failed, {} cancelled\n\
                  workers: {}   participants: {}",
                 s(&st["mode"]),
+                if st["affinity"] == true { "on" } else { "off" },
                 s(&st["max_pending_per_participant"]),
                 s(&v["waiting"]),
                 s(&v["running"]),
@@ -267,6 +424,22 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
             );
             if let Some(m) = v["broadcast"]["message"].as_str() {
                 out.push_str(&format!("\nlast broadcast: {m}"));
+            }
+            if let Some(level @ ("warn" | "refuse")) = v["storage"]["level"].as_str() {
+                let what = if level == "refuse" {
+                    "STORAGE NEARLY FULL: new jobs are refused"
+                } else {
+                    "storage is getting full"
+                };
+                out.push_str(&format!("\n{what}:"));
+                for f in v["storage"]["filesystems"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n  {} {} MB free of {} MB",
+                        s(&f["path"]),
+                        f["free_bytes"].as_u64().unwrap_or(0) >> 20,
+                        f["total_bytes"].as_u64().unwrap_or(0) >> 20
+                    ));
+                }
             }
             out
         }
@@ -352,12 +525,16 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
                             short(&job)
                         },
                         s(&w["jobs_done"]),
-                        format!(
-                            "{:.0}%",
-                            w["busy_ratio_10m"].as_f64().unwrap_or(0.0) * 100.0
-                        ),
+                        percent(w["busy_ratio_10m"].as_f64().unwrap_or(0.0)),
                         s(&w["gpu"]),
                         s(&w["comfyui_version"]),
+                        warmup_cell(&w["warmup"]),
+                        w["warm_models"]
+                            .as_array()
+                            .filter(|a| !a.is_empty())
+                            .map_or("-".into(), |a| {
+                                a.iter().map(s).collect::<Vec<_>>().join(", ")
+                            }),
                     ]
                 })
                 .collect();
@@ -366,7 +543,8 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
             }
             table(
                 &[
-                    "worker", "state", "job", "done", "busy 10m", "gpu", "comfyui",
+                    "worker", "state", "job", "done", "busy 10m", "gpu", "comfyui", "warm-up",
+                    "warm",
                 ],
                 rows,
             )
@@ -378,6 +556,201 @@ fn human(cmd: &AdminCommand, v: &Value) -> String {
             s(&v["token"])
         ),
         Move { .. } if v["moved"] == false => "already at that end of the queue".into(),
-        other => format!("ok: {}", format!("{other:?}").to_lowercase()),
+        Warmup { .. } => format!(
+            "warm-up started on {} (progress: comfy-multi admin workers)",
+            v["workers"]
+                .as_array()
+                .map(|w| w.iter().map(s).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        ),
+        Affinity { state } => format!("model affinity {state}"),
+        PushWorkflow { .. } => {
+            let d = v["delivered"].as_array().cloned().unwrap_or_default();
+            let renamed: Vec<String> = d
+                .iter()
+                .filter(|x| x["file"].as_str() != Some(&format!("{}.json", s(&v["name"]))))
+                .map(|x| format!("{} (as {})", s(&x["participant"]), s(&x["file"])))
+                .collect();
+            let mut out = format!(
+                "\"{}\" sent to {} participant(s): open editors show it now, the others find it in their workflows",
+                s(&v["name"]),
+                d.len()
+            );
+            if !renamed.is_empty() {
+                out.push_str(&format!(
+                    "\nsaved under another name where theirs had that name: {}",
+                    renamed.join(", ")
+                ));
+            }
+            out
+        }
+        Pools => {
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|p| {
+                    vec![
+                        s(&p["name"]),
+                        s(&p["kind"]),
+                        s(&p["state"]),
+                        s(&p["burst"]),
+                        format!(
+                            "{}/{}",
+                            s(&p["connected"]),
+                            p["workers"].as_array().map_or(0, Vec::len)
+                        ),
+                        s(&p["busy"]),
+                        format!("{:.2}", p["gpu_hours"].as_f64().unwrap_or(0.0)),
+                        format!("{:.2}", p["cost"].as_f64().unwrap_or(0.0)),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                return "no pools configured and no worker joined one".into();
+            }
+            table(
+                &[
+                    "pool",
+                    "kind",
+                    "state",
+                    "burst",
+                    "connected",
+                    "busy",
+                    "gpu h",
+                    "cost",
+                ],
+                rows,
+            )
+        }
+        Pool { name, .. } => {
+            let when = match v["burst"].as_str().unwrap_or("always") {
+                "always" => "whenever it has room".to_string(),
+                b => format!(
+                    "only while more than {} jobs wait",
+                    b.trim_start_matches("line_over:")
+                ),
+            };
+            match v["state"].as_str() {
+                Some("enabled") => format!("pool {name} is enabled: it takes jobs {when}"),
+                Some("parked") => format!("pool {name} is parked: it takes no new jobs"),
+                Some("draining") => format!(
+                    "pool {name} is draining: it finishes what it holds and takes no new jobs"
+                ),
+                _ => format!("pool {name}: {}", s(&v["state"])),
+            }
+        }
+        Prune { .. } => format!(
+            "{} {} file(s), {} MB ({})",
+            if v["dry_run"] == true {
+                "would remove"
+            } else {
+                "removed"
+            },
+            s(&v["files"]),
+            v["bytes"].as_u64().unwrap_or(0) >> 20,
+            v["kinds"]
+                .as_array()
+                .map(|k| k.iter().map(s).collect::<Vec<_>>().join(" + "))
+                .unwrap_or_default()
+        ),
+        Storage => {
+            let mut out = String::new();
+            for f in v["storage"]["filesystems"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{}: {} MB free of {} MB ({})\n",
+                    s(&f["path"]),
+                    f["free_bytes"].as_u64().unwrap_or(0) >> 20,
+                    f["total_bytes"].as_u64().unwrap_or(0) >> 20,
+                    s(&f["level"])
+                ));
+            }
+            let mb = |x: &Value| format!("{:.1}", x.as_u64().unwrap_or(0) as f64 / 1048576.0);
+            let rows: Vec<Vec<String>> = v["participants"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|p| {
+                    vec![
+                        s(&p["name"]),
+                        mb(&p["output_bytes"]),
+                        mb(&p["input_bytes"]),
+                        mb(&p["temp_bytes"]),
+                        s(&p["output_files"]),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[
+                    "participant",
+                    "outputs MB",
+                    "inputs MB",
+                    "temp MB",
+                    "output files",
+                ],
+                rows,
+            ));
+            out.push_str("\nbiggest files:\n");
+            for f in v["biggest"].as_array().into_iter().flatten().take(10) {
+                out.push_str(&format!("  {:>8} MB  {}\n", mb(&f["bytes"]), s(&f["path"])));
+            }
+            out
+        }
+        Cancel { job } => format!("job {} cancelled", &job[..job.len().min(8)]),
+        Prioritize { job } => format!(
+            "job {} moved into the priority lane: it goes next",
+            &job[..job.len().min(8)]
+        ),
+        Move { job, direction } => format!(
+            "job {} moved one place {direction}",
+            &job[..job.len().min(8)]
+        ),
+        Mode { mode } => format!("mode is now {}", mode.replace('_', " ")),
+        Pause => "paused: new jobs are refused and nothing new starts; running jobs finish".into(),
+        Resume => "resumed: jobs are taken and handed out again".into(),
+        Lock { user } => format!("{user} is locked: their new jobs are refused"),
+        Unlock { user } => format!("{user} is unlocked: they can submit jobs again"),
+        Broadcast { .. } => "message sent to every participant's editor".into(),
+        Drain { worker } => {
+            format!("{worker} is draining: it finishes its jobs and takes no new ones")
+        }
+        Undrain { worker } => format!("{worker} takes jobs again"),
+        MaxPending { value, user } => match user {
+            Some(u) => format!("{u} may now have {value} jobs waiting or running"),
+            None => format!("everyone may now have {value} jobs waiting or running"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_worker_is_zero_percent_busy_never_minus_zero() {
+        assert_eq!(percent(-1e-12), "0%");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.456), "46%");
+    }
+
+    #[test]
+    fn every_action_is_confirmed_in_a_sentence() {
+        let ok = json!({"ok": true});
+        for cmd in [
+            AdminCommand::Pause,
+            AdminCommand::Lock {
+                user: "user03".into(),
+            },
+            AdminCommand::MaxPending {
+                value: 3,
+                user: None,
+            },
+            AdminCommand::Drain {
+                worker: "gpu1".into(),
+            },
+        ] {
+            let said = human(&cmd, &ok);
+            assert!(!said.contains('{') && !said.starts_with("ok:"), "{said}");
+        }
     }
 }

@@ -56,6 +56,9 @@ pub enum Command {
         id: Option<String>,
         #[arg(long)]
         capacity: Option<u32>,
+        /// The pool this worker joins (default `local`), e.g. `verda`.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Instructor commands against the hub's admin API.
     Admin {
@@ -132,12 +135,14 @@ pub fn main() -> ExitCode {
             token_file,
             id,
             capacity,
+            pool,
         } => overrides(&[
             ("worker", "comfyui_url", flag(comfyui)),
             ("worker", "hub_url", flag(hub)),
             ("worker", "token_file", flag(token_file)),
             ("worker", "id", flag(id)),
             ("worker", "capacity", flag(capacity)),
+            ("worker", "pool", flag(pool)),
         ]),
         _ => json!({}),
     };
@@ -248,19 +253,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // gateway, with a token that lives only in this process.
     let mut worker_tokens = worker_tokens;
     let internal_token = uuid::Uuid::new_v4().simple().to_string();
-    if !config.workers.is_empty() {
+    let starting = crate::worker::Starting::default();
+    let in_hub = in_hub_workers(
+        &config,
+        &format!("http://{}", listener.local_addr()?),
+        &starting,
+    )?;
+    if !in_hub.is_empty() {
         worker_tokens.push(internal_token.clone());
     }
-    let hub_url = format!("http://{}", listener.local_addr()?);
-    for w in &config.workers {
-        let cfg = crate::worker::AgentConfig {
-            id: w.id.clone(),
-            comfyui_url: w.comfyui_url.clone(),
-            hub_url: hub_url.clone(),
-            token: internal_token.clone(),
-            capacity: w.capacity,
-            heartbeat: Duration::from_millis(config.worker.heartbeat_ms),
-        };
+    for mut cfg in in_hub {
+        cfg.token = internal_token.clone();
         let t = token.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::worker::run_agent(cfg, t).await {
@@ -274,6 +277,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut participants = config.participants.names.clone();
     participants.extend(config.participants.instructor.iter().cloned());
+    let warmups = hub::from_config(&config, &queue, &config.state_dir, &token).await?;
     let state = hub::HubState {
         metrics: Default::default(),
         admin,
@@ -288,6 +292,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown: token.clone(),
         work_available: Default::default(),
         samples: Default::default(),
+        warmups,
+        pools: std::sync::Arc::new(config.pools.clone()),
+        door: std::sync::Arc::new(hub::door::Door::new(&config.hub.workshop_name)),
+        starting,
     };
     tracing::info!(addr = %listener.local_addr()?, "hub listening");
     systemd::ready();
@@ -331,6 +339,54 @@ fn admin_login(config: &Config) -> anyhow::Result<Option<std::sync::Arc<hub::adm
     ))))
 }
 
+/// The workers the hub runs itself: `[[workers]]` (pool `local`) and one
+/// per URL of each `comfyui_url` pool, with that pool's headers.
+fn in_hub_workers(
+    config: &Config,
+    hub_url: &str,
+    starting: &crate::worker::Starting,
+) -> anyhow::Result<Vec<crate::worker::AgentConfig>> {
+    let heartbeat = Duration::from_millis(config.worker.heartbeat_ms);
+    let agent =
+        |id: &str, url: &str, capacity: u32, pool: &str, headers| crate::worker::AgentConfig {
+            id: id.to_string(),
+            comfyui_url: url.to_string(),
+            hub_url: hub_url.to_string(),
+            token: String::new(),
+            capacity,
+            heartbeat,
+            pool: pool.to_string(),
+            headers,
+            starting: Some(starting.clone()),
+        };
+    let mut out: Vec<_> = config
+        .workers
+        .iter()
+        .map(|w| {
+            agent(
+                &w.id,
+                &w.comfyui_url,
+                w.capacity,
+                crate::pool::DEFAULT_POOL,
+                vec![],
+            )
+        })
+        .collect();
+    for p in &config.pools {
+        if p.kind != crate::pool::PoolKind::ComfyuiUrl {
+            continue;
+        }
+        let headers = match &p.headers_file {
+            Some(f) => crate::config::read_headers(f)?,
+            None => vec![],
+        };
+        for (id, url) in p.url_worker_ids().iter().zip(&p.urls) {
+            out.push(agent(id, url, p.capacity, &p.name, headers.clone()));
+        }
+    }
+    Ok(out)
+}
+
 async fn worker(config: Config) -> anyhow::Result<()> {
     let token = shutdown::on_signal();
     let w = &config.worker;
@@ -344,6 +400,12 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         token: crate::config::read_secret(token_file)?,
         capacity: w.capacity,
         heartbeat: Duration::from_millis(w.heartbeat_ms),
+        pool: w
+            .pool
+            .clone()
+            .unwrap_or_else(|| crate::pool::DEFAULT_POOL.into()),
+        headers: vec![],
+        starting: None,
     };
     systemd::ready();
     let result = crate::worker::run_agent(cfg, token).await;

@@ -4,6 +4,7 @@
 //! Secrets are never in this struct: only the paths of files holding them
 //! (`…_file` keys), read with [`read_secret`] when needed.
 
+use crate::pool::{Burst, PoolKind, PoolState};
 use crate::queue::{Mode, QueueSettings};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -27,6 +28,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "nodes",
     "worker",
     "workers",
+    "pools",
+    "warmup",
+    "storage",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +51,47 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// In-process workers the hub runs against remote ComfyUIs.
     pub workers: Vec<RemoteWorkerConfig>,
+    /// Worker pools by provider, each switched at runtime by the
+    /// instructor (`comfy-multi admin pool …`).
+    pub pools: Vec<PoolConfig>,
+    /// Warm-up prompts every worker runs when it connects (and on demand),
+    /// before any participant's job there.
+    pub warmup: Vec<WarmupConfig>,
+    /// Free-space thresholds of the storage watch.
+    pub storage: StorageConfig,
+}
+
+/// When the workshop's disks count as getting full (warn: the instructor is
+/// told) and as full (refuse: new submits are refused). Either the share or
+/// the bytes below its threshold triggers the level.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub warn_free_percent: f64,
+    pub warn_free_bytes: u64,
+    pub refuse_free_percent: f64,
+    pub refuse_free_bytes: u64,
+    pub check_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            warn_free_percent: 10.0,
+            warn_free_bytes: 5 << 30,
+            refuse_free_percent: 2.0,
+            refuse_free_bytes: 1 << 30,
+            check_interval_ms: 5000,
+        }
+    }
+}
+
+/// One warm-up: a workflow in ComfyUI's API format ("Export (API)" in the
+/// editor) whose loader nodes name the models to load.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    pub workflow: PathBuf,
 }
 
 impl Default for Config {
@@ -62,6 +107,9 @@ impl Default for Config {
             nodes: NodesConfig::default(),
             worker: WorkerConfig::default(),
             workers: vec![],
+            pools: vec![],
+            warmup: vec![],
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -129,6 +177,11 @@ pub struct HubConfig {
     pub reap_interval_ms: u64,
     /// Largest output file (image, video) a worker may upload.
     pub max_output_bytes: u64,
+    /// A worker's warm-up that has not ended after this long stops holding
+    /// participants' jobs back (it is reported as failed).
+    pub warmup_timeout_s: u64,
+    /// The workshop's name, on the front door and the join cards.
+    pub workshop_name: String,
 }
 
 impl Default for HubConfig {
@@ -140,6 +193,8 @@ impl Default for HubConfig {
             session_secret_file: None,
             reap_interval_ms: 1000,
             max_output_bytes: 4 << 30,
+            warmup_timeout_s: 900,
+            workshop_name: "ComfyUI workshop".into(),
         }
     }
 }
@@ -159,6 +214,18 @@ pub struct QueueConfig {
     pub history_limit: u32,
     /// Cost estimate of a participant's job before any of theirs has run.
     pub default_job_seconds: f64,
+    /// How long a disconnected worker's nodes and models still count: they
+    /// stay in the editors' catalogue, and jobs only it can run are
+    /// accepted and wait for it.
+    pub forget_worker_after_s: u64,
+    /// Model affinity at start (`comfy-multi admin affinity on|off` at
+    /// runtime): warm models first, within `affinity_window` and
+    /// `affinity_max_passes`.
+    pub affinity: bool,
+    /// Jobs (in policy order) a lease considers for a warm one.
+    pub affinity_window: u32,
+    /// How often one job may be passed over for another (at most).
+    pub affinity_max_passes: u32,
 }
 
 impl Default for QueueConfig {
@@ -172,6 +239,10 @@ impl Default for QueueConfig {
             max_attempts: d.max_attempts,
             history_limit: d.history_limit,
             default_job_seconds: d.default_job_ms as f64 / 1000.0,
+            forget_worker_after_s: d.known_worker_ms / 1000,
+            affinity: d.affinity,
+            affinity_window: d.affinity_window,
+            affinity_max_passes: d.affinity_max_passes,
         }
     }
 }
@@ -186,6 +257,10 @@ impl QueueConfig {
             history_limit: self.history_limit,
             default_job_ms: (self.default_job_seconds * 1000.0) as u64,
             default_mode: self.mode,
+            known_worker_ms: self.forget_worker_after_s.saturating_mul(1000),
+            affinity: self.affinity,
+            affinity_window: self.affinity_window,
+            affinity_max_passes: self.affinity_max_passes,
             ..QueueSettings::default()
         }
     }
@@ -254,6 +329,8 @@ pub struct WorkerConfig {
     /// How often held jobs' leases are renewed at most; the agent beats
     /// faster when the hub's lease is shorter than three of these.
     pub heartbeat_ms: u64,
+    /// The pool this worker joins (`pools` on the hub; default `local`).
+    pub pool: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -265,8 +342,118 @@ impl Default for WorkerConfig {
             token_file: None,
             capacity: 2,
             heartbeat_ms: 5000,
+            pool: None,
         }
     }
+}
+
+/// One pool of workers (see [`crate::pool`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kind: PoolKind,
+    /// The state at first start; the instructor's switches persist after.
+    #[serde(default)]
+    pub state: PoolState,
+    /// When it takes jobs (`always`, `line_over:N`); switchable at runtime.
+    #[serde(default)]
+    pub burst: Burst,
+    /// What one GPU-hour costs (any currency), for the cost shown.
+    #[serde(default)]
+    pub price_per_gpu_hour: f64,
+    /// Most jobs the pool's workers hold at once, all together (0: no
+    /// limit beyond each worker's capacity), e.g. a rented endpoint's
+    /// concurrency or a budget.
+    #[serde(default)]
+    pub max_concurrency: u32,
+    /// `comfyui_url` pools: one worker per URL, ids `<name>-1`, `<name>-2`, ….
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// `comfyui_url` pools: request headers for those URLs (a bearer token,
+    /// Modal's proxy-auth key and secret), one `Name: value` per line, in a
+    /// secret file.
+    #[serde(default)]
+    pub headers_file: Option<PathBuf>,
+    /// `comfyui_url` pools: jobs each URL holds at once.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+impl PoolConfig {
+    /// The ids of the workers the hub runs for a `comfyui_url` pool.
+    pub fn url_worker_ids(&self) -> Vec<String> {
+        (1..=self.urls.len())
+            .map(|i| format!("{}-{i}", self.name))
+            .collect()
+    }
+
+    fn problems(&self, i: usize, p: &mut Vec<String>) {
+        let at = format!("pools[{i}] ({:?})", self.name);
+        if !crate::queue::valid_name(&self.name) {
+            p.push(format!(
+                "{at}: name is not valid (letters, digits, - and _)"
+            ));
+        }
+        if !(self.price_per_gpu_hour.is_finite() && self.price_per_gpu_hour >= 0.0) {
+            p.push(format!("{at}: price_per_gpu_hour must be a number ≥ 0"));
+        }
+        match self.kind {
+            PoolKind::Agent => {
+                if !self.urls.is_empty() || self.headers_file.is_some() {
+                    p.push(format!(
+                        "{at}: urls and headers_file belong to kind = \"comfyui_url\" pools (agents dial the hub and name their pool in worker.pool)"
+                    ));
+                }
+            }
+            PoolKind::ComfyuiUrl => {
+                if self.urls.is_empty() {
+                    p.push(format!(
+                        "{at}: a comfyui_url pool needs at least one URL in urls"
+                    ));
+                }
+                for u in &self.urls {
+                    if !is_http_url(u) {
+                        p.push(format!("{at}: {u:?} is not an http(s) URL"));
+                    }
+                }
+                if self.capacity == 0 {
+                    p.push(format!("{at}: capacity must be at least 1"));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a headers file: one `Name: value` per line (blank lines and `#`
+/// comments skipped). Errors name the file and line, never a value.
+pub fn read_headers(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = read_secret(path)?;
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| {
+            ConfigError::Invalid(vec![format!(
+                "{}: line {}: {why} (expected `Name: value`)",
+                path.display(),
+                n + 1
+            )])
+        };
+        let (name, value) = line.split_once(':').ok_or_else(|| bad("no colon"))?;
+        let (name, value) = (name.trim(), value.trim());
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(bad("not a valid header name"));
+        }
+        if value.is_empty() || reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(bad("empty or invalid value"));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -332,12 +519,37 @@ impl Config {
     /// Everything wrong with the values (not with the syntax).
     pub fn problems(&self) -> Vec<String> {
         let mut p = vec![];
+        let st = &self.storage;
+        for (name, v) in [
+            ("warn_free_percent", st.warn_free_percent),
+            ("refuse_free_percent", st.refuse_free_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                p.push(format!("storage.{name} must be between 0 and 100"));
+            }
+        }
+        if st.refuse_free_percent > st.warn_free_percent {
+            p.push(
+                "storage.refuse_free_percent must not be above storage.warn_free_percent".into(),
+            );
+        }
+        if st.refuse_free_bytes > st.warn_free_bytes {
+            p.push("storage.refuse_free_bytes must not be above storage.warn_free_bytes".into());
+        }
+        for (i, w) in self.warmup.iter().enumerate() {
+            if let Err(e) = crate::hub::warmup::read_workflow(&w.workflow) {
+                p.push(format!("warmup[{i}].workflow: {e}"));
+            }
+        }
         let q = &self.queue;
         if q.max_pending_per_participant == 0 {
             p.push("queue.max_pending_per_participant must be at least 1".into());
         }
         if q.max_prompt_bytes < 1024 {
             p.push("queue.max_prompt_bytes must be at least 1024".into());
+        }
+        if q.affinity_window > 64 {
+            p.push("queue.affinity_window must be at most 64 (jobs a lease looks at)".into());
         }
         if q.lease_ms < 1000 {
             p.push("queue.lease_ms must be at least 1000".into());
@@ -418,6 +630,29 @@ impl Config {
             }
             if w.capacity == 0 {
                 p.push(format!("workers[{i}].capacity must be at least 1"));
+            }
+        }
+        let mut ids: Vec<String> = self.workers.iter().map(|w| w.id.clone()).collect();
+        for (i, pool) in self.pools.iter().enumerate() {
+            pool.problems(i, &mut p);
+            if self.pools[..i].iter().any(|o| o.name == pool.name) {
+                p.push(format!(
+                    "pools[{i}]: the name {:?} appears twice",
+                    pool.name
+                ));
+            }
+            ids.extend(pool.url_worker_ids());
+        }
+        ids.sort();
+        for w in ids.windows(2).filter(|w| w[0] == w[1]) {
+            p.push(format!(
+                "worker id {:?} is used twice (workers[] and pools' URL workers <pool>-<n>)",
+                w[0]
+            ));
+        }
+        if let Some(pool) = &self.worker.pool {
+            if !crate::queue::valid_name(pool) {
+                p.push(format!("worker.pool {pool:?} is not a valid name"));
             }
         }
         if self.frontend.max_sockets_per_participant == 0 {

@@ -25,12 +25,30 @@ pub enum AppError {
     Unavailable(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The disk is full (or the quota spent): said as such, never as an
+    /// internal error.
+    #[error("the workshop's storage is full")]
+    StorageFull,
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// Whether an I/O error means "no space left" (ENOSPC, or a quota: EDQUOT).
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32)
+        || e.raw_os_error() == Some(nix::errno::Errno::EDQUOT as i32)
+}
+
 impl AppError {
-    pub fn internal(e: impl std::fmt::Display) -> Self {
+    /// A fault on our side — except a full disk, which is said as such
+    /// wherever an I/O error comes from.
+    pub fn internal(e: impl std::fmt::Display + 'static) -> Self {
+        if let Some(io) = (&e as &dyn std::any::Any).downcast_ref::<std::io::Error>() {
+            if is_storage_full(io) {
+                return AppError::StorageFull;
+            }
+        }
         AppError::Internal(e.to_string())
     }
 
@@ -45,10 +63,11 @@ impl AppError {
             AppError::Queue(QueueError::Refused { refusal, message }) => {
                 let status = match refusal {
                     Refusal::NotFound => StatusCode::NOT_FOUND,
-                    Refusal::Invalid => StatusCode::BAD_REQUEST,
+                    Refusal::Invalid | Refusal::NotOnAnyWorker => StatusCode::BAD_REQUEST,
                     Refusal::PromptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                     Refusal::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
                     Refusal::Paused => StatusCode::SERVICE_UNAVAILABLE,
+                    Refusal::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
                     Refusal::Locked => StatusCode::FORBIDDEN,
                     Refusal::StaleToken
                     | Refusal::AlreadyFinished
@@ -62,6 +81,13 @@ impl AppError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the queue is unavailable; try again in a moment".into(),
+                )
+            }
+            AppError::StorageFull => {
+                tracing::error!("the disk is full: a file could not be written");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the workshop's storage is full; your instructor has been told".into(),
                 )
             }
             AppError::Internal(e) => {

@@ -5,6 +5,7 @@
 pub mod admin_cli;
 pub mod archive;
 pub mod auth;
+pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod frontend;
 pub mod hub;
 pub mod paths;
+pub mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod shutdown;

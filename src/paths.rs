@@ -5,6 +5,19 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` percent-encoded as one URL component (a query value, one path
+/// segment, a fragment value): `a b#c` → `a%20b%23c`.
+pub fn url_component(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
+
 /// `root/rel` when `rel` is a plain relative path (components of
 /// `[^/\0]`, none `.`/`..`/empty/starting with `.`); else `None`.
 pub fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {

@@ -33,6 +33,24 @@ pub enum WorkerMsg {
         /// Jobs it still holds from before a reconnect.
         #[serde(default)]
         holding: Vec<Held>,
+        /// What it can run (`catalogue::caps`): node types and model files.
+        /// Absent (an older agent): it is taken to run anything.
+        #[serde(default)]
+        caps: Vec<String>,
+        /// Which `(node type, input)` name model files (`catalogue::model_inputs`).
+        #[serde(default)]
+        model_inputs: Vec<(String, String)>,
+        /// The pool it belongs to (absent: `pool::DEFAULT_POOL`).
+        #[serde(default)]
+        pool: Option<String>,
+    },
+    /// Its ComfyUI's catalogue changed (a model file added or removed, a
+    /// custom node installed): the new one, whole.
+    Catalogue {
+        object_info_digest: String,
+        data: serde_json::Value,
+        caps: Vec<String>,
+        model_inputs: Vec<(String, String)>,
     },
     /// The full `object_info` when the hub asked for it.
     ObjectInfo {
@@ -74,8 +92,20 @@ pub enum WorkerMsg {
         token: u64,
         reason: String,
     },
+    /// The model files (tags, `catalogue::file_tag`) its ComfyUI holds
+    /// loaded now: those named by the loader nodes of the last prompt it
+    /// ran (executed or served from its cache), as of the job with fencing
+    /// token `as_of` (0: none yet). Sent on (re)connect and whenever it
+    /// changes.
+    Loaded { files: Vec<String>, as_of: u64 },
     /// The worker's ComfyUI is down (no new jobs) or back (`healthy`).
     Health { healthy: bool, message: String },
+    /// A warm-up the hub asked for ended (`error`: why it failed).
+    WarmupDone {
+        id: String,
+        error: Option<String>,
+        seconds: f64,
+    },
 }
 
 /// Hub → worker.
@@ -115,6 +145,12 @@ pub enum HubMsg {
     },
     Error {
         message: String,
+    },
+    /// Run this warm-up prompt (API format) on ComfyUI now, before any
+    /// participant's job; answer with `WarmupDone`.
+    Warmup {
+        id: String,
+        prompt: serde_json::Value,
     },
 }
 

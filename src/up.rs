@@ -62,6 +62,10 @@ impl PrivateRedis {
                 "noeviction",
                 "--save",
                 "",
+                // After a short AOF write (a full disk), load what is whole
+                // instead of refusing to start (Redis's default, said here).
+                "--aof-load-truncated",
+                "yes",
                 "--daemonize",
                 "no",
                 "--logfile",
@@ -93,6 +97,57 @@ impl PrivateRedis {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("redis-server did not open {} within 10 s", sock.display())
+    }
+
+    /// Keeps Redis running until `shutdown`: when it exits (a full disk
+    /// makes Redis with `appendfsync always` exit on a short AOF write), it
+    /// is started again on the same data dir, with backoff, and the reason
+    /// is logged. The hub, frontends and agents reconnect by themselves.
+    fn supervise(
+        mut self,
+        state_dir: PathBuf,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let status = tokio::select! {
+                    s = self.child.wait() => s,
+                    _ = shutdown.cancelled() => {
+                        self.stop().await;
+                        return;
+                    }
+                };
+                let log =
+                    std::fs::read_to_string(state_dir.join("redis/redis.log")).unwrap_or_default();
+                let last: Vec<&str> = log.lines().rev().take(3).collect();
+                tracing::error!(
+                    status = ?status.ok(),
+                    "the private redis-server exited; restarting it on the same data ({})",
+                    last.join(" / ")
+                );
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    match PrivateRedis::start(&state_dir).await {
+                        Ok((r, _)) => {
+                            tracing::info!("the private redis-server is back");
+                            self = r;
+                            backoff = Duration::from_millis(500);
+                            break;
+                        }
+                        Err(e) => {
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            tracing::error!(
+                                "restarting redis-server failed: {e:#}; next try in {backoff:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// SIGTERM (Redis flushes and exits) and wait.
@@ -159,11 +214,12 @@ pub async fn up(config: Config, opts: UpOptions) -> anyhow::Result<()> {
     let static_dir = frontend::find_static_dir(config.frontend.static_dir.as_deref())?;
     let shutdown = shutdown::on_signal();
 
+    let redis_stop = CancellationToken::new();
     let (redis, redis_url) = match &opts.redis {
         Some(u) => (None, u.clone()),
         None => {
             let (r, u) = PrivateRedis::start(&state_dir).await?;
-            (Some(r), u)
+            (Some(r.supervise(state_dir.clone(), redis_stop.clone())), u)
         }
     };
     let result = run(
@@ -175,8 +231,10 @@ pub async fn up(config: Config, opts: UpOptions) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    // Redis goes last: everything above has flushed its writes.
+    redis_stop.cancel();
     if let Some(r) = redis {
-        r.stop().await;
+        let _ = r.await;
     }
     result
 }
@@ -237,6 +295,10 @@ async fn run(
         shutdown: shutdown.clone(),
         work_available: Default::default(),
         samples: Default::default(),
+        warmups: hub::from_config(config, &queue, state_dir, &shutdown).await?,
+        pools: std::sync::Arc::new(config.pools.clone()),
+        door: std::sync::Arc::new(hub::door::Door::new(&config.hub.workshop_name)),
+        starting: Default::default(),
     };
     let background = hub::spawn_background(&hub_state, &shutdown);
     let mut app = hub::router(hub_state);
@@ -270,6 +332,9 @@ async fn run(
             token: internal_token.clone(),
             capacity: config.worker.capacity,
             heartbeat: Duration::from_millis(config.worker.heartbeat_ms),
+            pool: crate::pool::DEFAULT_POOL.into(),
+            headers: vec![],
+            starting: None,
         };
         let stop = shutdown.clone();
         let url = url.clone();
@@ -281,7 +346,7 @@ async fn run(
     }
 
     println!(
-        "comfy-multi is up on {base}: {} participants, {} worker(s)",
+        "comfy-multi is up on {base}/ — participants open that address and log in with their name and password ({} participants, {} worker(s))",
         names.len(),
         opts.comfyui.len()
     );

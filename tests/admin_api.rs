@@ -158,6 +158,15 @@ async fn controls_switch_mode_pause_and_limit_the_queue() {
         Mode::FairShare
     );
 
+    assert_eq!(a.get("/status").await["settings"]["affinity"], true);
+    assert_eq!(a.post("/affinity", json!({"on": false})).await.0, 200);
+    assert_eq!(a.get("/status").await["settings"]["affinity"], false);
+    assert!(!a.hub.queue.runtime_settings().await.unwrap().affinity);
+    let (s, body) = a.post("/affinity", json!({"on": "maybe"})).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(a.post("/affinity", json!({"on": true})).await.0, 200);
+    assert!(a.hub.queue.runtime_settings().await.unwrap().affinity);
+
     assert_eq!(a.post("/pause", json!({})).await.0, 200);
     let st = a.get("/status").await;
     assert_eq!(st["settings"]["paused_submit"], true);
@@ -284,8 +293,22 @@ async fn a_drained_worker_gets_no_new_jobs_until_undrained() {
     assert_eq!(w[0]["comfyui_version"], "0.3.64");
     assert_eq!(w[0]["jobs_done"], 0);
     assert_eq!(w[0]["busy_ratio_10m"], 0.0);
+    assert_eq!(w[0]["warm_models"], json!([]));
     assert_eq!(a.post("/workers/gpu7/undrain", json!({})).await.0, 200);
+    let mut needs = support::job("user02", 2);
+    needs.requires = vec![comfy_multi::catalogue::file_tag(
+        "CheckpointLoaderSimple",
+        "ckpt_name",
+        "sd15.safetensors",
+    )];
+    a.hub.queue.enqueue(needs).await.unwrap();
     assert!(a.hub.queue.lease("gpu7").await.unwrap().is_some());
+    assert!(a.hub.queue.lease("gpu7").await.unwrap().is_some());
+    assert_eq!(
+        a.get("/workers").await[0]["warm_models"],
+        json!(["sd15.safetensors (ckpt_name of CheckpointLoaderSimple)"]),
+        "what its last job loaded"
+    );
     assert_eq!(a.post("/workers/gpu9/drain", json!({})).await.0, 404);
 }
 
@@ -362,6 +385,10 @@ const ROUTES: &[(&str, &str)] = &[
         "/admin/api/jobs/00000000-0000-4000-8000-000000000000/move",
     ),
     ("POST", "/admin/api/mode"),
+    ("POST", "/admin/api/affinity"),
+    ("POST", "/admin/api/warmup"),
+    ("GET", "/admin/api/storage"),
+    ("POST", "/admin/api/prune"),
     ("POST", "/admin/api/pause"),
     ("POST", "/admin/api/resume"),
     ("POST", "/admin/api/broadcast"),
@@ -371,6 +398,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/users/user01/clear"),
     ("POST", "/admin/api/users/user01/reset"),
     ("POST", "/admin/api/users/user01/max_pending"),
+    ("POST", "/admin/api/push_workflow"),
+    ("GET", "/admin/api/pools"),
+    ("POST", "/admin/api/pools/local"),
     ("POST", "/admin/api/workers/gpu0/drain"),
     ("POST", "/admin/api/workers/gpu0/undrain"),
     ("GET", "/admin/api/gallery"),
@@ -385,8 +415,8 @@ async fn nothing_but_the_admin_login_reaches_any_admin_route() {
     // Every route in the table is a real route (admin gets no 404 on the
     // path itself; unknown targets may 404 with a JSON error).
     let route_table = include_str!("../src/hub/admin/mod.rs");
-    let declared = route_table.matches(".route(\"").count();
-    // 23 API routes + the dashboard and its two files + cards + files +
+    let declared = route_table.matches(".route(").count();
+    // 26 API routes + the dashboard and its two files + cards + files +
     // /admin + login + logout.
     assert_eq!(
         declared,
@@ -715,4 +745,316 @@ async fn a_reset_login_replaces_the_old_password_token_and_sessions() {
         .await
         .unwrap();
     assert!(cards.contains(&new_password));
+}
+
+/// Writes `bytes` bytes at `path` (under `users/`), last modified `age` ago.
+fn file_aged(root: &std::path::Path, path: &str, bytes: usize, age: std::time::Duration) {
+    let p = root.join("users").join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, vec![1u8; bytes]).unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
+#[tokio::test]
+async fn the_instructor_sees_what_uses_the_disk_and_prunes_old_temp_files_but_outputs_only_with_force(
+) {
+    let a = spawn_admin().await;
+    let root = a.hub.state.path().to_path_buf();
+    let hour = std::time::Duration::from_secs(3600);
+    file_aged(&root, "user01/output/big.png", 300_000, 3 * hour);
+    file_aged(&root, "user01/temp/preview_old.png", 50_000, 3 * hour);
+    file_aged(
+        &root,
+        "user01/temp/preview_new.png",
+        40_000,
+        std::time::Duration::ZERO,
+    );
+    file_aged(&root, "user02/temp/sub/old.webp", 10_000, 5 * hour);
+    file_aged(&root, "user02/input/photo.jpg", 20_000, 5 * hour);
+
+    let r = a.get("/storage").await;
+    let u1 = r["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "user01")
+        .unwrap();
+    assert_eq!(u1["output_bytes"], 300_000);
+    assert_eq!(u1["temp_bytes"], 90_000);
+    assert_eq!(r["biggest"][0]["path"], "user01/output/big.png");
+
+    // A dry run removes nothing; then old temp files go, new ones stay.
+    let (st, v) = a.post("/prune", json!({"dry_run": true})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["files"].as_u64(), v["bytes"].as_u64()),
+        (Some(2), Some(60_000))
+    );
+    assert!(root.join("users/user01/temp/preview_old.png").exists());
+    let (_, v) = a.post("/prune", json!({})).await;
+    assert_eq!(v["files"], 2);
+    assert!(!root.join("users/user01/temp/preview_old.png").exists());
+    assert!(!root.join("users/user02/temp/sub/old.webp").exists());
+    assert!(
+        root.join("users/user01/temp/preview_new.png").exists(),
+        "too new"
+    );
+    assert!(
+        root.join("users/user02/input/photo.jpg").exists(),
+        "inputs are never pruned"
+    );
+
+    // Outputs: refused without force, removed with it (one participant).
+    let (st, v) = a.post("/prune", json!({"outputs": true})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("force"));
+    assert!(root.join("users/user01/output/big.png").exists());
+    let (st, v) = a
+        .post(
+            "/prune",
+            json!({"outputs": true, "force": true, "user": "user01", "older_than_s": 60}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["kinds"], json!(["output"]));
+    assert!(!root.join("users/user01/output/big.png").exists());
+    let (st, _) = a.post("/prune", json!({"user": "../etc"})).await;
+    assert_eq!(st, 400, "no path games");
+}
+
+fn pool(name: &str, toml: &str) -> comfy_multi::config::PoolConfig {
+    toml::from_str(&format!("name = {name:?}\n{toml}")).unwrap()
+}
+
+#[tokio::test]
+async fn the_instructor_switches_pools_and_the_switch_outlives_a_hub_restart() {
+    let redis = RedisServer::start();
+    let pools = vec![
+        pool("local", ""),
+        pool(
+            "modal",
+            "kind = \"comfyui_url\"\nurls = [\"https://a.example\"]\nburst = \"line_over:10\"\nprice_per_gpu_hour = 2.5\nstate = \"parked\"",
+        ),
+    ];
+    let mut hub = TestHub::spawn_with_pools(&redis, QueueSettings::default(), pools).await;
+    let http = reqwest::Client::new();
+    let base = hub.url.clone();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/admin/api{path}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let post = |path: &str, body: Value| {
+        let (http, url) = (http.clone(), format!("{base}/admin/api{path}"));
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let p = get("/pools").await;
+    assert_eq!(p[1]["name"], "modal");
+    assert_eq!(p[1]["kind"], "comfyui_url");
+    assert_eq!(p[1]["state"], "parked");
+    assert_eq!(p[1]["burst"], "line_over:10");
+    assert_eq!(
+        p[1]["workers"],
+        json!([{"id": "modal-1", "state": "starting"}]),
+        "a URL worker not connected yet is starting"
+    );
+
+    // modal-1 ran 36 s of jobs while enabled: 0.01 GPU h at 2.5 = 0.025.
+    let q = &hub.queue;
+    q.set_worker_pool("modal-1", "modal").await.unwrap();
+    let (status, v) = post(
+        "/pools/modal",
+        json!({"state": "enable", "burst": "always"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["burst"].as_str()),
+        (Some("enabled"), Some("always"))
+    );
+    q.enqueue(support::job("user01", 1)).await.unwrap();
+    let l = q.lease("modal-1").await.unwrap().expect("enabled");
+    support::complete(q, &l, 36.0).await;
+    let (status, _) = post("/pools/modal", json!({"state": "drain"})).await;
+    assert_eq!(status, 200);
+    let p = get("/pools").await;
+    assert_eq!(p[1]["state"], "drained", "draining with nothing held");
+    assert!((p[1]["cost"].as_f64().unwrap() - 0.025).abs() < 1e-9, "{p}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pool_cost{pool=\"modal\"} 0.025"),
+        "{metrics}"
+    );
+
+    // Mistakes are named; nothing changes.
+    for (body, needle) in [
+        (json!({"state": "asleep"}), "unknown pool state"),
+        (json!({"burst": "sometimes"}), "line_over:N"),
+        (json!({}), "nothing to change"),
+    ] {
+        let (status, v) = post("/pools/modal", body).await;
+        assert_eq!(status, 400);
+        assert!(v.to_string().contains(needle), "{v}");
+    }
+    let (status, v) = post("/pools/nope", json!({"state": "park"})).await;
+    assert_eq!(status, 404);
+    assert!(v.to_string().contains("no pool named"), "{v}");
+
+    // A restart (the config still says parked) keeps the instructor's switch.
+    hub.stop();
+    hub.start_again().await;
+    let p = get("/pools").await;
+    assert_eq!(p[1]["state"], "drained");
+    assert_eq!(p[1]["burst"], "always");
+}
+
+#[tokio::test]
+async fn a_pushed_workflow_reaches_everyone_and_overwrites_nobodys_own() {
+    let a = spawn_admin().await;
+    let workflow = json!({"nodes": [{"id": 1, "type": "EmptyImage"}], "links": []});
+    // user02 already has a workflow of that name: theirs stays.
+    let user02 = a.hub.state.path().join("users/user02/user/workflows");
+    std::fs::create_dir_all(&user02).unwrap();
+    std::fs::write(
+        user02.join("Lesson 2.json"),
+        "{\"nodes\": [], \"mine\": true}",
+    )
+    .unwrap();
+    let mut rx = a.hub.queue.subscribe(Some("user01")).await.unwrap();
+
+    let (status, v) = a
+        .post(
+            "/push_workflow",
+            json!({"name": "Lesson 2", "workflow": workflow}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let delivered: Vec<(String, String)> = v["delivered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["participant"].as_str().unwrap().into(),
+                d["file"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("user01".to_string(), "Lesson 2.json".to_string()),
+            ("user02".into(), "Lesson 2 (2).json".into()),
+            ("user03".into(), "Lesson 2.json".into()),
+        ]
+    );
+    let read = |u: &str, f: &str| -> Value {
+        let p = a
+            .hub
+            .state
+            .path()
+            .join(format!("users/{u}/user/workflows/{f}"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read("user02", "Lesson 2.json")["mine"],
+        true,
+        "theirs untouched"
+    );
+    assert_eq!(read("user02", "Lesson 2 (2).json"), workflow);
+    assert_eq!(
+        read("user03", "Lesson 2.json"),
+        workflow,
+        "offline: it waits in their folder"
+    );
+    let event = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        event.contains("workflow_pushed") && event.contains("Lesson 2.json"),
+        "{event}"
+    );
+
+    // To chosen participants only.
+    let (status, v) = a
+        .post(
+            "/push_workflow",
+            json!({"name": "Solo", "workflow": workflow, "to": ["user03"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["delivered"].as_array().unwrap().len(), 1);
+    assert!(!a
+        .hub
+        .state
+        .path()
+        .join("users/user01/user/workflows/Solo.json")
+        .exists());
+
+    // Mistakes are named, and nothing is written.
+    let api_format = json!({"3": {"class_type": "KSampler", "inputs": {}}});
+    for (body, want, needle) in [
+        (
+            json!({"name": "X", "workflow": api_format}),
+            400,
+            "API-format",
+        ),
+        (
+            json!({"name": "X", "workflow": [1]}),
+            400,
+            "not a ComfyUI workflow",
+        ),
+        (
+            json!({"name": "../x", "workflow": workflow}),
+            400,
+            "no slashes",
+        ),
+        (
+            json!({"name": "X", "workflow": workflow, "to": ["user09"]}),
+            400,
+            "user09",
+        ),
+    ] {
+        let (status, v) = a.post("/push_workflow", body).await;
+        assert_eq!(status.as_u16(), want, "{v}");
+        assert!(v.to_string().contains(needle), "{needle}: {v}");
+    }
+    let huge = json!({"name": "Huge", "workflow": {"nodes": [], "pad": "x".repeat(9 << 20)}});
+    assert_eq!(a.post("/push_workflow", huge).await.0, 413);
+    for u in ["user01", "user02", "user03"] {
+        let dir = a.hub.state.path().join(format!("users/{u}/user/workflows"));
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            assert!(
+                name.starts_with("Lesson 2") || name == "Solo.json",
+                "{u}: {name} should not exist"
+            );
+        }
+    }
 }

@@ -115,6 +115,10 @@ async fn every_action_command_changes_the_workshop() {
         q.job(&a).await.unwrap().unwrap().status.as_str(),
         "cancelled"
     );
+    assert_eq!(
+        c.ok(&["mode", "round_robin"]).await.trim(),
+        "mode is now round robin"
+    );
     c.ok(&["mode", "fifo"]).await;
     assert_eq!(q.runtime_settings().await.unwrap().mode, Mode::Fifo);
     c.ok(&["pause"]).await;
@@ -141,7 +145,11 @@ async fn every_action_command_changes_the_workshop() {
             .max_pending_per_participant,
         7
     );
-    c.ok(&["max-pending", "2", "--user", "user01"]).await;
+    assert_eq!(
+        c.ok(&["max-pending", "2", "--user", "user01"]).await.trim(),
+        "user01 may now have 2 jobs waiting or running",
+        "a sentence, not Rust debug syntax"
+    );
     q.set_worker("gpu3", Some(r#"{"id":"gpu3","capacity":1,"healthy":true}"#))
         .await
         .unwrap();
@@ -212,4 +220,39 @@ async fn failures_print_one_clear_line_and_exit_non_zero() {
         stderr(&out)
     );
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_listed_and_switched_in_plain_words() {
+    let c = spawn_cli().await;
+    let q = &c.hub.queue;
+    assert!(c.ok(&["pools"]).await.contains("no pools"));
+    q.set_worker_pool("verda-2", "verda").await.unwrap();
+    let table = c.ok(&["pools"]).await;
+    assert!(
+        table.contains("verda") && table.contains("enabled") && table.contains("always"),
+        "{table}"
+    );
+    let said = c.ok(&["pool", "verda", "burst", "line_over:12"]).await;
+    assert_eq!(
+        said.trim(),
+        "pool verda is enabled: it takes jobs only while more than 12 jobs wait"
+    );
+    let said = c.ok(&["pool", "verda", "park"]).await;
+    assert_eq!(said.trim(), "pool verda is parked: it takes no new jobs");
+    let pools = c.json(&["pools"]).await;
+    assert_eq!(pools[0]["state"], "parked");
+    assert_eq!(pools[0]["burst"], "line_over:12");
+    assert_eq!(pools[0]["workers"][0]["id"], "verda-2");
+
+    for (args, needle) in [
+        (&["pool", "verda", "burst"][..], "burst needs a policy"),
+        (&["pool", "verda", "burst", "sometimes"], "line_over:N"),
+        (&["pool", "verda", "park", "now"], "takes no policy"),
+        (&["pool", "nowhere", "drain"], "no pool named \"nowhere\""),
+    ] {
+        let out = c.run(args).await;
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
 }

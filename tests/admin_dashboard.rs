@@ -11,7 +11,9 @@
 //! cancel (confirmed), move and priority change the queue; the mode switch
 //! changes the queue's mode; a broadcast typed in the dashboard reaches
 //! user01's open editor as a toast; a progress event moves the worker's
-//! bar; lock and pause take effect and show; an API error shows as a
+//! bar; a workflow file sent from the dashboard opens in user01's editor
+//! in a new tab with a toast and is saved in their workflows; the worker's card names the model its agent reports loaded and its
+//! warm-up progress; lock and pause take effect and show; an API error shows as a
 //! message; the Gallery panel hides while `/admin/api/gallery` is 404 and
 //! renders (and opens full size) once it answers. Screenshots, one of them
 //! the dashboard at 1280×720, stay in `target/test-artifacts/admin-dashboard/`.
@@ -19,7 +21,6 @@
 mod support;
 
 use comfy_multi::auth::Credentials;
-use comfy_multi::frontend::{self, FrontendState};
 use comfy_multi::queue::{Mode, NewJob, Queue};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ fn install_browser() {
 }
 
 /// One request of the script: does it and answers `{"ok": …}`.
-async fn handle(queue: &Queue, line: &str) -> Value {
+async fn handle(queue: &Queue, state_dir: &Path, line: &str) -> Value {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or_default();
     let args: Vec<&str> = words.collect();
@@ -93,6 +94,33 @@ async fn handle(queue: &Queue, line: &str) -> Value {
             match queue.publish_event(participant, &event.to_string()).await {
                 Ok(()) => json!({"ok": true}),
                 Err(e) => fail(format!("publish: {e}")),
+            }
+        }
+        // gpu0's agent reports a checkpoint loaded, and its warm-up is at
+        // 1 of 2 workflows (as the gateway records it).
+        ("warm", [file]) => {
+            let tag = comfy_multi::catalogue::file_tag("CheckpointLoaderSimple", "ckpt_name", file);
+            if let Err(e) = queue.report_warm("gpu0", u64::MAX, &[tag]).await {
+                return fail(format!("report_warm: {e}"));
+            }
+            let mut info: Value = match queue.workers().await {
+                Ok(w) => serde_json::from_str(w.get("gpu0").map(String::as_str).unwrap_or("{}"))
+                    .unwrap_or_default(),
+                Err(e) => return fail(format!("workers: {e}")),
+            };
+            info["warmup"] = json!({"state": "running", "done": 1, "total": 2});
+            match queue.set_worker("gpu0", Some(&info.to_string())).await {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => fail(format!("set_worker: {e}")),
+            }
+        }
+        ("check-workflow", file) => {
+            let path = state_dir
+                .join("users/user01/user/workflows")
+                .join(file.join(" "));
+            match std::fs::read_to_string(&path) {
+                Ok(t) if t.contains("Sent by the instructor") => json!({"ok": true}),
+                other => fail(format!("{}: {other:?}", path.display())),
             }
         }
         ("check-status", [id, want]) => match queue.job(id).await {
@@ -139,22 +167,8 @@ async fn handle(queue: &Queue, line: &str) -> Value {
 async fn the_instructor_runs_the_workshop_from_the_live_dashboard() {
     install_browser();
     let redis = RedisServer::start();
-    let static_dir = frontend::find_static_dir(None)
-        .expect("the ComfyUI web app (run scripts/frontend/install.sh)");
     let user01 = Credentials::generate();
-    let login = user01.clone();
-    let hub = TestHub::spawn_with(&redis, Default::default(), |queue, state_dir| {
-        let state = FrontendState::new(
-            "user01",
-            queue.clone(),
-            static_dir.clone(),
-            state_dir.join("users").join("user01"),
-            64 << 20,
-        )
-        .with_login(login, b"a-session-secret-for-the-test", false);
-        Some(frontend::routes(state).merge(frontend::assets(&static_dir)))
-    })
-    .await;
+    let hub = TestHub::spawn_with_editor(&redis, "user01", user01.clone()).await;
     // Worker gpu0 with its node catalogue (the editor needs it to boot).
     support::store_catalogue(&hub.queue).await;
     let out = artifacts();
@@ -187,7 +201,7 @@ async fn the_instructor_runs_the_workshop_from_the_live_dashboard() {
                 println!("script: {line}");
                 continue;
             };
-            let answer = handle(&hub.queue, request).await;
+            let answer = handle(&hub.queue, hub.state.path(), request).await;
             println!("script asked {request:?}: {answer}");
             requests.push((request.to_string(), answer.clone()));
             let mut reply = answer.to_string();

@@ -77,6 +77,7 @@ fn bad_values_are_reported_all_at_once() {
                 [queue]
                 lease_ms = 10
                 max_attempts = 0
+                affinity_window = 1000
                 [hub]
                 listen = "everywhere"
                 [participants]
@@ -87,6 +88,7 @@ fn bad_values_are_reported_all_at_once() {
         for needle in [
             "lease_ms",
             "max_attempts",
+            "queue.affinity_window must be at most 64",
             "hub.listen",
             "\"User 2\"",
             "appears twice",
@@ -240,4 +242,113 @@ fn a_redis_password_never_appears_in_error_output() {
     );
     assert!(all.contains("***"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn a_missing_or_editor_format_warmup_workflow_is_named_by_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor = dir.path().join("editor.json");
+    std::fs::write(&editor, r#"{"nodes": [], "links": [], "version": 0.4}"#).unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"1": {"class_type": "KSampler"}}"#).unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}"#,
+    )
+    .unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[[warmup]]\nworkflow = {:?}\n[[warmup]]\nworkflow = {:?}\n[[warmup]]\nworkflow = {:?}\n[[warmup]]\nworkflow = {:?}\n",
+            dir.path().join("missing.json"),
+            editor,
+            broken,
+            good
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warmup[0].workflow: cannot read"), "{err}");
+    assert!(
+        err.contains("warmup[1].workflow") && err.contains("Export (API)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warmup[2].workflow") && err.contains("no class_type/inputs"),
+        "{err}"
+    );
+    assert!(!err.contains("warmup[3]"), "the good one is fine: {err}");
+}
+
+#[test]
+fn pool_mistakes_are_named_by_check_config() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "p.toml",
+            r#"
+                [[workers]]
+                id = "modal-1"
+                comfyui_url = "http://10.0.0.9:8188"
+                [[pools]]
+                name = "modal"
+                kind = "comfyui_url"
+                urls = ["https://a.modal.run", "ftp://b"]
+                [[pools]]
+                name = "modal"
+                urls = ["https://c.example"]
+                price_per_gpu_hour = -1.0
+                [[pools]]
+                name = "empty"
+                kind = "comfyui_url"
+            "#,
+        )?;
+        let e = load(jail, "p.toml", json!({})).unwrap_err().to_string();
+        for needle in [
+            "\"ftp://b\" is not an http(s) URL",
+            "the name \"modal\" appears twice",
+            "urls and headers_file belong to kind = \"comfyui_url\" pools",
+            "price_per_gpu_hour must be a number ≥ 0",
+            "needs at least one URL",
+            "worker id \"modal-1\" is used twice",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in: {e}");
+        }
+        jail.create_file("b.toml", "[[pools]]\nname = \"x\"\nburst = \"sometimes\"\n")?;
+        let e = load(jail, "b.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("line_over:N"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_pool_headers_file_is_read_and_its_mistakes_never_show_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(
+        &good,
+        "# Modal proxy auth\nModal-Key: wk-abc\n\nModal-Secret: ws-very-secret\n",
+    )
+    .unwrap();
+    assert_eq!(
+        comfy_multi::config::read_headers(&good).unwrap(),
+        [
+            ("Modal-Key".to_string(), "wk-abc".to_string()),
+            ("Modal-Secret".to_string(), "ws-very-secret".to_string())
+        ]
+    );
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "Modal-Key: wk-abc\nws-very-secret-without-a-name\n").unwrap();
+    let e = comfy_multi::config::read_headers(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 2") && e.contains("no colon"), "{e}");
+    assert!(!e.contains("very-secret") && !e.contains("wk-abc"), "{e}");
 }

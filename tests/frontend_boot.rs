@@ -389,3 +389,59 @@ fn the_frontend_binary_listens_on_a_unix_socket_as_systemd_runs_it_and_requires_
     let out = get("");
     assert!(out.starts_with("HTTP/1.1 401"), "no login: {out}");
 }
+
+#[tokio::test]
+async fn a_worker_whose_catalogue_arrives_after_it_registered_joins_the_editors_list() {
+    let redis = RedisServer::start();
+    let prefix = support::unique_prefix();
+    let redis_url = redis.url();
+    let connect = || Queue::connect(&redis_url, &prefix, QueueSettings::default());
+    let queue = connect().await.unwrap();
+    let node = |name: &str, files: &[&str]| json!({name: {"input": {"required": {"ckpt_name": [files, {}]}}, "output": []}});
+    let a = node("LoaderA", &["a.safetensors"]);
+    queue.put_object_info("da", &a.to_string()).await.unwrap();
+    queue
+        .register_catalogue("gpu0", &json!({"object_info_digest": "da"}), &[])
+        .await
+        .unwrap();
+    // gpu1 registered; its object_info is still on the way.
+    queue
+        .register_catalogue("gpu1", &json!({"object_info_digest": "db"}), &[])
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/user07", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let fs = FrontendState::new(
+        "user07",
+        connect().await.unwrap(),
+        static_dir(),
+        state.path().join("users/user07"),
+        1 << 20,
+    );
+    tokio::spawn(run(listener, fs, stop.clone()));
+    let info = || async {
+        client()
+            .get(format!("{url}/api/object_info"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let first = info().await;
+    assert!(
+        first.get("LoaderA").is_some() && first.get("LoaderB").is_none(),
+        "{first}"
+    );
+    let b = node("LoaderB", &["b.safetensors"]);
+    queue.put_object_info("db", &b.to_string()).await.unwrap();
+    let second = info().await;
+    assert!(
+        second.get("LoaderA").is_some() && second.get("LoaderB").is_some(),
+        "the late catalogue is merged in, not hidden behind a cached partial one: {second}"
+    );
+    stop.cancel();
+}

@@ -55,6 +55,9 @@ async fn workshop(comfy: &ComfyUi) -> Workshop {
         token: WORKER_TOKEN.into(),
         capacity: 1,
         heartbeat: Duration::from_millis(500),
+        pool: comfy_multi::pool::DEFAULT_POOL.into(),
+        headers: vec![],
+        starting: None,
     };
     tokio::spawn(run_agent(cfg, stop.clone()));
 

@@ -43,6 +43,9 @@ fn start_agent(comfy: &ComfyUi, hub: &TestHub) -> CancellationToken {
         token: WORKER_TOKEN.into(),
         capacity: 2,
         heartbeat: Duration::from_millis(500),
+        pool: comfy_multi::pool::DEFAULT_POOL.into(),
+        headers: vec![],
+        starting: None,
     };
     tokio::spawn(run_agent(cfg, stop.clone()));
     stop

@@ -507,6 +507,8 @@ fn matrix(o: &Owned) -> Vec<Row> {
         post("/free", "/free").json(json!({"unload_models": true})),
         get("/internal/folder_paths", "/internal/folder_paths"),
         get("/user.css", "/user.css"),
+        // B's outputs page: B's files only, none of A's names.
+        get("/outputs", "/outputs"),
         get("SCRIPT_PATH", "/extensions/comfy-multi/comfy-multi.js"),
         get("INDEX", "/"),
         get("/ws", "/ws?clientId=a-socket"),

@@ -480,3 +480,68 @@ async fn a_job_the_reaper_fails_for_good_leaves_no_output_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn an_absurd_catalogue_from_a_worker_keeps_what_is_sane_and_loses_no_job() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = RedisServer::start();
+    let hub = TestHub::spawn(&redis, QueueSettings::default()).await;
+    let sd =
+        comfy_multi::catalogue::file_tag("CheckpointLoaderSimple", "ckpt_name", "sd.safetensors");
+    let mut ws = support::hub::worker_socket(&hub).await;
+    let mut caps = vec![
+        "node:EmptyImage".to_string(),
+        "node:SaveImage".into(),
+        sd.clone(),
+        "file:X\ty\ta\nnode:Injected".into(),
+        "x".repeat(1 << 20),
+    ];
+    caps.extend((0..50_000).map(|i| format!("node:Junk{i}")));
+    let register = serde_json::json!({"type": "register", "worker": "odd", "capacity": 1,
+        "comfyui_url": "http://127.0.0.1:1", "object_info_digest": "d1",
+        "caps": caps, "model_inputs": [["CheckpointLoaderSimple", "ckpt_name"], [1, 2, 3]]});
+    ws.send(Message::Text(register.to_string().into()))
+        .await
+        .unwrap();
+    // A registration with a malformed field is not read: the hub says so
+    // and keeps nothing of it; the worker is not counted as able to run
+    // anything it never validly reported.
+    let answer = next_msg(&mut ws, "error").await;
+    assert!(
+        answer.is_some(),
+        "the worker is told its registration was unreadable"
+    );
+
+    // A sane one: the newline-split tag and the megabyte tag are dropped,
+    // the rest kept; a job needing the checkpoint reaches this worker.
+    let mut ws = support::hub::worker_socket(&hub).await;
+    let register = serde_json::json!({"type": "register", "worker": "odd", "capacity": 1,
+        "comfyui_url": "http://127.0.0.1:1", "object_info_digest": "d1",
+        "caps": caps, "model_inputs": [["CheckpointLoaderSimple", "ckpt_name"]]});
+    ws.send(Message::Text(register.to_string().into()))
+        .await
+        .unwrap();
+    let mut job = support::job("user01", 1);
+    job.requires = vec!["node:EmptyImage".into(), sd.clone()];
+    let id = hub.queue.enqueue(job).await.unwrap().id;
+    let lease = next_msg(&mut ws, "job").await.expect("a lease");
+    assert_eq!(lease["lease"]["job_id"], id.as_str());
+    let mut injected = support::job("user01", 2);
+    injected.requires = vec!["node:Injected".into()];
+    let refused = hub
+        .queue
+        .enqueue(injected)
+        .await
+        .expect_err("no worker has it");
+    assert_eq!(
+        refused.refusal(),
+        Some(comfy_multi::queue::Refusal::NotOnAnyWorker),
+        "a tag smuggled in with a newline is not a capability"
+    );
+    assert_eq!(
+        hub.queue.job(&id).await.unwrap().unwrap().status,
+        Status::Leased,
+        "nothing lost"
+    );
+}

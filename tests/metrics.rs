@@ -105,6 +105,9 @@ async fn metrics_parse_and_move_when_jobs_run() {
             token: WORKER_TOKEN.into(),
             capacity: 1,
             heartbeat: Duration::from_millis(500),
+            pool: comfy_multi::pool::DEFAULT_POOL.into(),
+            headers: vec![],
+            starting: None,
         },
         stop.clone(),
     ));

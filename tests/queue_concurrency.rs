@@ -78,17 +78,7 @@ async fn concurrent_leasers_never_share_a_job_and_lose_none() {
                     "job {} leased to two workers at once",
                     l.job_id
                 );
-                q.start(&l.job_id, l.token).await.unwrap();
-                q.finish(
-                    &l.job_id,
-                    l.token,
-                    Outcome::Succeeded,
-                    &json!({}),
-                    None,
-                    Some(0.01),
-                )
-                .await
-                .unwrap();
+                support::complete(&q, &l, 0.01).await;
                 held.lock().unwrap().remove(&l.job_id);
                 *finished.lock().unwrap().entry(l.job_id).or_default() += 1;
             }

@@ -3,8 +3,7 @@
 
 mod support;
 
-use comfy_multi::queue::{Mode, Outcome, Queue};
-use serde_json::json;
+use comfy_multi::queue::{Mode, Queue};
 use std::collections::HashMap;
 use support::{job, queue, test_settings, RedisServer};
 
@@ -15,17 +14,7 @@ fn name(i: usize) -> String {
 /// Leases one job and completes it at once, charging `secs(participant)`.
 async fn run_one(q: &Queue, secs: &dyn Fn(&str) -> f64) -> Option<String> {
     let l = q.lease("gpu0").await.unwrap()?;
-    q.start(&l.job_id, l.token).await.unwrap();
-    q.finish(
-        &l.job_id,
-        l.token,
-        Outcome::Succeeded,
-        &json!({}),
-        None,
-        Some(secs(&l.participant)),
-    )
-    .await
-    .unwrap();
+    support::complete(q, &l, secs(&l.participant)).await;
     Some(l.participant)
 }
 

@@ -812,3 +812,510 @@ async fn placing_a_participant_in_line_does_not_read_the_waiting_jobs_prompts() 
         "placing user03 read {sent} bytes: the 3 MB of prompts came along"
     );
 }
+
+fn needing(participant: &str, n: u64, tags: &[&str]) -> NewJob {
+    let mut j = job(participant, n);
+    j.requires = tags.iter().map(|t| t.to_string()).collect();
+    j
+}
+
+#[tokio::test]
+async fn a_job_needing_a_model_no_worker_has_is_refused_by_name_and_nothing_is_written() {
+    let (redis, q) = setup().await;
+    let flux =
+        comfy_multi::catalogue::file_tag("UNETLoader", "unet_name", "flux1-schnell.safetensors");
+    q.register_caps("gpu0", &["node:UNETLoader".into(), "node:SaveImage".into()])
+        .await
+        .unwrap();
+    let before = key_count(&redis, &q).await;
+    let err = q
+        .enqueue(needing("user01", 1, &["node:UNETLoader", &flux]))
+        .await
+        .expect_err("no worker has the file");
+    assert_eq!(err.refusal(), Some(Refusal::NotOnAnyWorker));
+    assert_eq!(
+        err.to_string(),
+        "flux1-schnell.safetensors (unet_name of UNETLoader) is on no worker"
+    );
+    assert_eq!(key_count(&redis, &q).await, before, "nothing written");
+
+    // The file arrives on the worker (its catalogue refreshed): accepted.
+    q.register_caps("gpu0", &["node:UNETLoader".into(), flux.clone()])
+        .await
+        .unwrap();
+    q.enqueue(needing("user01", 1, &["node:UNETLoader", &flux]))
+        .await
+        .expect("accepted once a worker has it");
+}
+
+#[tokio::test]
+async fn a_job_needing_files_that_no_single_worker_has_together_is_refused() {
+    let (_r, q) = setup().await;
+    q.register_caps("a", &["file:L\tm\tx.safetensors".into()])
+        .await
+        .unwrap();
+    q.register_caps("b", &["file:L\tm\ty.safetensors".into()])
+        .await
+        .unwrap();
+    let err = q
+        .enqueue(needing(
+            "user01",
+            1,
+            &["file:L\tm\tx.safetensors", "file:L\tm\ty.safetensors"],
+        ))
+        .await
+        .expect_err("no worker has both");
+    assert_eq!(err.refusal(), Some(Refusal::NotOnAnyWorker));
+    assert!(err.to_string().contains("no single worker"), "{err}");
+}
+
+#[tokio::test]
+async fn a_disconnected_worker_counts_until_it_is_forgotten() {
+    let redis = RedisServer::start();
+    let settings = comfy_multi::queue::QueueSettings {
+        known_worker_ms: 300,
+        ..test_settings()
+    };
+    let q = queue(&redis, settings).await;
+    q.register_caps("rented", &["node:Only".into()])
+        .await
+        .unwrap();
+    q.register_caps("local", &["node:Other".into()])
+        .await
+        .unwrap();
+    q.worker_seen("rented").await.unwrap();
+    // Only the disconnected worker can run it: accepted, it waits.
+    let waiting = q
+        .enqueue(needing("user01", 1, &["node:Only"]))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        q.lease("local").await.unwrap(),
+        None,
+        "never to a worker that lacks a node"
+    );
+    let known: Vec<String> = q
+        .known_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(known, ["local", "rented"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    q.register_caps("local", &["node:Other".into()])
+        .await
+        .unwrap();
+    let known: Vec<String> = q
+        .known_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(known, ["local"], "forgotten after known_worker_ms");
+    assert_eq!(
+        refusal(q.enqueue(needing("user01", 2, &["node:Only"])).await),
+        Refusal::NotOnAnyWorker
+    );
+    // The rented worker comes back: it gets the job that waited for it.
+    q.register_caps("rented", &["node:Only".into()])
+        .await
+        .unwrap();
+    assert_eq!(q.lease("rented").await.unwrap().unwrap().job_id, waiting);
+}
+
+#[tokio::test]
+async fn a_job_at_the_head_of_the_line_that_this_worker_cannot_run_does_not_block_it() {
+    for mode in [Mode::Fifo, Mode::RoundRobin, Mode::FairShare] {
+        let (_r, q) = setup().await;
+        q.set_mode(mode).await.unwrap();
+        q.register_caps("a", &["node:EmptyImage".into()])
+            .await
+            .unwrap();
+        q.register_caps("b", &["node:EmptyImage".into(), "node:Flux".into()])
+            .await
+            .unwrap();
+        let flux = q
+            .enqueue(needing("user01", 1, &["node:EmptyImage", "node:Flux"]))
+            .await
+            .unwrap()
+            .id;
+        let mut plain = Vec::new();
+        for (i, u) in ["user01", "user02", "user03"].iter().enumerate() {
+            plain.push(
+                q.enqueue(needing(u, 10 + i as u64, &["node:EmptyImage"]))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let mut got = Vec::new();
+        while let Some(l) = q.lease("a").await.unwrap() {
+            got.push(l.job_id);
+        }
+        got.sort();
+        plain.sort();
+        assert_eq!(
+            got, plain,
+            "{mode:?}: worker a runs every job it can, never the flux one"
+        );
+        assert_eq!(
+            q.lease("b").await.unwrap().unwrap().job_id,
+            flux,
+            "{mode:?}"
+        );
+    }
+}
+
+/// A queue whose model affinity looks `window` jobs ahead and passes one
+/// job over at most `passes` times.
+async fn affinity_queue(
+    redis: &RedisServer,
+    on: bool,
+    window: u32,
+    passes: u32,
+    mode: Mode,
+) -> Queue {
+    let settings = comfy_multi::queue::QueueSettings {
+        affinity: on,
+        affinity_window: window,
+        affinity_max_passes: passes,
+        default_mode: mode,
+        ..test_settings()
+    };
+    queue(redis, settings).await
+}
+
+fn model(m: &str) -> String {
+    comfy_multi::catalogue::file_tag("CheckpointLoaderSimple", "ckpt_name", m)
+}
+
+/// Leases the next job for `worker` and finishes it at once.
+async fn run_next(q: &Queue, worker: &str) -> Option<String> {
+    let l = q.lease(worker).await.unwrap()?;
+    support::complete(q, &l, 1.0).await;
+    Some(l.job_id)
+}
+
+#[tokio::test]
+async fn a_warm_job_goes_first_but_no_job_is_passed_over_more_than_the_window() {
+    let redis = RedisServer::start();
+    let q = affinity_queue(&redis, true, 3, 3, Mode::Fifo).await;
+    q.register_caps("w", &[model("x"), model("y")])
+        .await
+        .unwrap();
+    let warmup = q
+        .enqueue(needing("user01", 0, &[&model("y")]))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(run_next(&q, "w").await.unwrap(), warmup);
+    assert_eq!(q.warm_models("w").await.unwrap(), [model("y")]);
+
+    let a = q
+        .enqueue(needing("user01", 1, &[&model("x")]))
+        .await
+        .unwrap()
+        .id;
+    let b = q
+        .enqueue(needing("user02", 2, &[&model("x")]))
+        .await
+        .unwrap()
+        .id;
+    let mut ys = Vec::new();
+    for n in 3..8 {
+        ys.push(
+            q.enqueue(needing("user03", n, &[&model("y")]))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // y is warm: y jobs overtake a and b, three times at most.
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.push(run_next(&q, "w").await.unwrap());
+    }
+    assert_eq!(
+        order,
+        [ys[0].clone(), ys[1].clone(), ys[2].clone(), a.clone()]
+    );
+    // Now x is warm: b goes before the remaining y jobs.
+    assert_eq!(run_next(&q, "w").await.unwrap(), b);
+    assert_eq!(run_next(&q, "w").await.unwrap(), ys[3]);
+}
+
+#[tokio::test]
+async fn a_job_whose_model_is_warm_on_another_connected_worker_is_left_to_it() {
+    let redis = RedisServer::start();
+    let q = affinity_queue(&redis, true, 8, 4, Mode::Fifo).await;
+    for w in ["a", "b"] {
+        q.register_caps(w, &[model("x"), model("y"), model("z")])
+            .await
+            .unwrap();
+        q.set_worker(w, Some("{}")).await.unwrap();
+    }
+    // b ran a y job; a holds z.
+    q.report_warm("b", 0, &[model("y")]).await.unwrap();
+    q.report_warm("a", 0, &[model("z")]).await.unwrap();
+    let y = q
+        .enqueue(needing("user01", 0, &[&model("y")]))
+        .await
+        .unwrap()
+        .id;
+    let x = q
+        .enqueue(needing("user02", 1, &[&model("x")]))
+        .await
+        .unwrap()
+        .id;
+    // Nothing is warm on a: it takes x and leaves y to b, which holds it.
+    assert_eq!(q.lease("a").await.unwrap().unwrap().job_id, x);
+    assert_eq!(q.lease("b").await.unwrap().unwrap().job_id, y);
+
+    // Once b is gone, its warm models no longer hold anything back.
+    let y2 = q
+        .enqueue(needing("user01", 2, &[&model("y")]))
+        .await
+        .unwrap()
+        .id;
+    let x2 = q
+        .enqueue(needing("user02", 3, &[&model("x")]))
+        .await
+        .unwrap()
+        .id;
+    q.set_worker("b", None).await.unwrap();
+    q.report_warm("a", 99, &[model("z")]).await.unwrap();
+    assert_eq!(q.lease("a").await.unwrap().unwrap().job_id, y2);
+    assert_eq!(q.lease("a").await.unwrap().unwrap().job_id, x2);
+}
+
+#[tokio::test]
+async fn what_an_agent_reports_loaded_replaces_the_prediction_unless_a_later_lease_made_one() {
+    let redis = RedisServer::start();
+    let q = affinity_queue(&redis, true, 3, 3, Mode::Fifo).await;
+    q.register_caps("w", &[model("x"), model("y")])
+        .await
+        .unwrap();
+    let first = q
+        .enqueue(needing("user01", 0, &[&model("x")]))
+        .await
+        .unwrap()
+        .id;
+    q.enqueue(needing("user01", 1, &[&model("y")]))
+        .await
+        .unwrap();
+    let l1 = q.lease("w").await.unwrap().unwrap();
+    assert_eq!(l1.job_id, first);
+    assert_eq!(q.warm_models("w").await.unwrap(), [model("x")], "predicted");
+    let l2 = q.lease("w").await.unwrap().unwrap();
+    assert_eq!(q.warm_models("w").await.unwrap(), [model("y")]);
+    // The first job's report arrives after the second lease: it is older
+    // than the prediction and changes nothing.
+    assert!(!q.report_warm("w", l1.token, &[model("x")]).await.unwrap());
+    assert_eq!(q.warm_models("w").await.unwrap(), [model("y")]);
+    // The second job ended, and its loader never ran (it failed first).
+    assert!(q.report_warm("w", l2.token, &[]).await.unwrap());
+    assert!(q.warm_models("w").await.unwrap().is_empty());
+    // A warm-up afterwards (same as_of) is taken as it is.
+    assert!(q.report_warm("w", l2.token, &[model("x")]).await.unwrap());
+    assert_eq!(q.warm_models("w").await.unwrap(), [model("x")]);
+}
+
+#[tokio::test]
+async fn with_affinity_off_the_policy_order_is_kept_exactly() {
+    let redis = RedisServer::start();
+    let q = affinity_queue(&redis, true, 3, 3, Mode::Fifo).await;
+    q.set_affinity(false).await.unwrap();
+    assert!(!q.runtime_settings().await.unwrap().affinity, "persisted");
+    q.register_caps("w", &[model("x"), model("y")])
+        .await
+        .unwrap();
+    q.enqueue(needing("user01", 0, &[&model("y")]))
+        .await
+        .unwrap();
+    run_next(&q, "w").await.unwrap();
+    let mut ids = Vec::new();
+    for (n, m) in ["x", "y", "x", "y"].iter().enumerate() {
+        ids.push(
+            q.enqueue(needing("user01", 1 + n as u64, &[&model(m)]))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut got = Vec::new();
+    while let Some(id) = run_next(&q, "w").await {
+        got.push(id);
+    }
+    assert_eq!(got, ids);
+}
+
+/// Model loads (a job whose files were not the worker's last job's) when
+/// two workers drain the same job list: 12 participants, each alternating
+/// among three models.
+async fn loads(on: bool, mode: Mode) -> (u32, u64) {
+    let redis = RedisServer::start();
+    let q = affinity_queue(&redis, on, 8, 4, mode).await;
+    let models = ["a", "b", "c"];
+    let caps: Vec<String> = models.iter().map(|m| model(m)).collect();
+    for w in ["w0", "w1"] {
+        q.register_caps(w, &caps).await.unwrap();
+    }
+    let mut n = 0;
+    for round in 0..4 {
+        for p in 0..12 {
+            let m = models[(p + round) % 3];
+            n += 1;
+            q.enqueue(needing(&format!("user{p:02}"), n, &[&model(m)]))
+                .await
+                .unwrap();
+        }
+    }
+    let mut last: [Option<String>; 2] = [None, None];
+    let mut loads = 0;
+    let mut max_passes = 0;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    loop {
+        let mut any = false;
+        for (i, w) in ["w0", "w1"].iter().enumerate() {
+            let Some(l) = q.lease(w).await.unwrap() else {
+                continue;
+            };
+            any = true;
+            let requires: String = redis::cmd("HGET")
+                .arg(q.keys().job(&l.job_id))
+                .arg("requires")
+                .query(&mut c)
+                .unwrap();
+            let passes: Option<u64> = redis::cmd("HGET")
+                .arg(q.keys().job(&l.job_id))
+                .arg("passes")
+                .query(&mut c)
+                .unwrap();
+            max_passes = max_passes.max(passes.unwrap_or(0));
+            if last[i].as_ref() != Some(&requires) {
+                loads += 1;
+                last[i] = Some(requires);
+            }
+            support::complete(&q, &l, 1.0).await;
+        }
+        if !any {
+            break;
+        }
+    }
+    (loads, max_passes)
+}
+
+#[tokio::test]
+async fn affinity_saves_model_loads_on_the_same_job_list_within_its_bound() {
+    for mode in [Mode::Fifo, Mode::RoundRobin, Mode::FairShare] {
+        let (off, off_passes) = loads(false, mode).await;
+        let (on, on_passes) = loads(true, mode).await;
+        eprintln!("{mode:?}: {on} loads with affinity (max passes {on_passes}), {off} without");
+        assert_eq!(
+            off_passes, 0,
+            "{mode:?}: nobody is passed over with affinity off"
+        );
+        assert!(
+            on_passes <= 4,
+            "{mode:?}: a job was passed over {on_passes} times"
+        );
+        assert!(
+            on * 2 <= off,
+            "{mode:?}: {on} loads with affinity, {off} without"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_parked_or_draining_pool_gets_no_jobs_and_what_it_ran_is_counted() {
+    use comfy_multi::pool::{Burst, PoolState};
+    let (_redis, q) = setup().await;
+    q.set_worker_pool("rented-1", "rented").await.unwrap();
+    q.init_pool("rented", PoolState::Parked, Burst::Always, 0)
+        .await
+        .unwrap();
+    let id = q.enqueue(job("user01", 1)).await.unwrap().id;
+    assert!(q.lease("rented-1").await.unwrap().is_none(), "parked");
+    // The config's state at the next start does not undo a runtime switch.
+    q.set_pool("rented", Some(PoolState::Enabled), None)
+        .await
+        .unwrap();
+    q.init_pool("rented", PoolState::Parked, Burst::Always, 0)
+        .await
+        .unwrap();
+    let l = q.lease("rented-1").await.unwrap().expect("enabled again");
+    assert_eq!(l.job_id, id);
+    support::complete(&q, &l, 90.0).await;
+    q.enqueue(job("user01", 2)).await.unwrap();
+    q.set_pool("rented", Some(PoolState::Draining), None)
+        .await
+        .unwrap();
+    assert!(q.lease("rented-1").await.unwrap().is_none(), "draining");
+    // A worker in another pool (or none) is not affected.
+    assert!(q.lease("gpu0").await.unwrap().is_some());
+    let pools = q.pools(&["local".to_string()]).await.unwrap();
+    let rented = pools.iter().find(|p| p.name == "rented").unwrap();
+    assert_eq!(rented.state, PoolState::Draining);
+    assert_eq!(rented.gpu_ms, 90_000, "the GPU time its worker ran");
+    assert_eq!(rented.workers, ["rented-1"]);
+    assert!(pools
+        .iter()
+        .any(|p| p.name == "local" && p.workers.is_empty()));
+}
+
+#[tokio::test]
+async fn a_burst_pool_takes_jobs_only_while_the_line_is_longer_than_its_threshold() {
+    use comfy_multi::pool::{Burst, PoolState};
+    let (_redis, q) = setup().await;
+    q.set_worker_pool("cloud-1", "cloud").await.unwrap();
+    q.init_pool("cloud", PoolState::Enabled, Burst::LineOver(3), 0)
+        .await
+        .unwrap();
+    for n in 0..4 {
+        q.enqueue(job(&format!("user0{n}"), n)).await.unwrap();
+    }
+    // 4 waiting > 3: the burst pool helps, until the line is down to 3.
+    assert!(q.lease("cloud-1").await.unwrap().is_some());
+    assert!(q.lease("cloud-1").await.unwrap().is_none(), "3 waiting");
+    assert!(q.lease("gpu0").await.unwrap().is_some(), "local GPUs go on");
+    q.set_pool("cloud", None, Some(Burst::Always))
+        .await
+        .unwrap();
+    assert!(q.lease("cloud-1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_pool_never_holds_more_jobs_than_its_max_concurrency() {
+    use comfy_multi::pool::{Burst, PoolState};
+    let (_redis, q) = setup().await;
+    for w in ["rp-1", "rp-2", "rp-3"] {
+        q.set_worker_pool(w, "runpod").await.unwrap();
+    }
+    q.init_pool("runpod", PoolState::Enabled, Burst::Always, 2)
+        .await
+        .unwrap();
+    for n in 0..5 {
+        q.enqueue(job(&format!("user0{n}"), n)).await.unwrap();
+    }
+    let a = q.lease("rp-1").await.unwrap().unwrap();
+    q.lease("rp-2").await.unwrap().unwrap();
+    assert!(
+        q.lease("rp-3").await.unwrap().is_none(),
+        "2 held: the limit"
+    );
+    assert!(
+        q.lease("gpu0").await.unwrap().is_some(),
+        "other pools go on"
+    );
+    support::complete(&q, &a, 1.0).await;
+    assert!(q.lease("rp-3").await.unwrap().is_some(), "room again");
+    // The config's limit is written at every start (0: none).
+    q.init_pool("runpod", PoolState::Enabled, Burst::Always, 0)
+        .await
+        .unwrap();
+    assert!(q.lease("rp-1").await.unwrap().is_some());
+}

@@ -958,3 +958,123 @@ async fn a_worker_frozen_past_its_lease_has_its_late_result_refused_and_keeps_se
         &c,
     );
 }
+
+/// `CMNoise(size) → SaveImage`: one PNG of random pixels (~3 bytes a pixel,
+/// PNG cannot compress it), distinct per `n`.
+fn noise_prompt(size: u32, n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "1": {"class_type": "CMNoise", "inputs": {"width": size, "height": size, "seed": n}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "noise"}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_by_outputs_refuses_new_jobs_clearly_loses_nothing_and_heals_when_space_is_freed(
+) {
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let comfys = start_comfyuis(1);
+    const MIB: u64 = 1 << 20;
+    let spec = Spec {
+        participants: 3,
+        comfyuis: urls(&comfys),
+        state_tmpfs_mib: Some(64),
+        storage: Some(serde_json::json!({
+            "warn_free_percent": 0.0, "refuse_free_percent": 0.0,
+            "warn_free_bytes": 28 * MIB, "refuse_free_bytes": 16 * MIB,
+            "check_interval_ms": 100,
+        })),
+        ..Spec::default()
+    };
+    let mut c = Cluster::start(&spec).await;
+    // Other data on the same disk (what the instructor will delete).
+    let ballast = c.state_dir.join("ballast.bin");
+    std::fs::write(&ballast, vec![7u8; 24 * MIB as usize]).unwrap();
+
+    // Participants make ~1.5 MB images until the workshop says "full".
+    let mut acked = vec![];
+    let mut n = seed % 1000 * 100;
+    let refusal = 'fill: loop {
+        for i in 0..3 {
+            let u = participant(i);
+            n += 1;
+            match c.submit(&u, &noise_prompt(700, n)).await {
+                Ok(id) => {
+                    let done = c
+                        .settle(&[(u.clone(), id.clone())], Duration::from_secs(60))
+                        .await;
+                    assert_eq!(done.succeeded, 1, "{done:?}\n{}", c.logs());
+                    acked.push((u, id));
+                }
+                Err(e) => break 'fill e,
+            }
+            assert!(
+                acked.len() < 60,
+                "the disk never counted as full\n{}",
+                c.logs()
+            );
+        }
+    };
+    let free_when_refused = nix::sys::statvfs::statvfs(&c.state_dir).unwrap();
+    let free_mib = free_when_refused.blocks_available() as u64
+        * free_when_refused.fragment_size() as u64
+        / MIB;
+    assert!(refusal.starts_with("507"), "{refusal}");
+    assert!(
+        refusal.contains("the workshop's storage is nearly full; your instructor has been told"),
+        "{refusal}"
+    );
+    // Nothing exited: the hub, every frontend, the worker and Redis answer.
+    let alive = c.hub.is_running()
+        && c.frontends.values_mut().all(|f| f.proc.is_running())
+        && c.workers.iter_mut().all(|w| w.is_running());
+    let q = c.queue().await;
+    let redis_ok = q.ping().await;
+
+    // The instructor frees space; submits are taken again with no manual step.
+    std::fs::remove_file(&ballast).unwrap();
+    let t0 = Instant::now();
+    let id = loop {
+        n += 1;
+        match c.submit("user01", &noise_prompt(700, n)).await {
+            Ok(id) => break id,
+            Err(e) => assert!(e.starts_with("507"), "{e}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never accepted again\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    acked.push(("user01".into(), id.clone()));
+    let recovery = c
+        .first_finish_after(&[("user01".into(), id)], t0, Duration::from_secs(60))
+        .await;
+    let mut jepsen = c.settle(&acked, Duration::from_secs(120)).await;
+    jepsen.recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let record = Record::new(
+        Section::Fault,
+        "fault-7-disk-full",
+        "the state dir's disk fills with participants' outputs, then space is freed",
+    )
+    .setup(
+        "state dir on a 64 MiB tmpfs with 24 MiB of other data; 3 participants make ~1.5 MB noise images one after another; storage watch refuses below 16 MiB free; then the other data is deleted",
+    )
+    .measure("free when refused (MiB)", free_mib)
+    .measure("participant saw", refusal.chars().take(160).collect::<String>())
+    .measure("jobs before the refusal", acked.len() - 1);
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            ("no process exited while the disk was full", alive),
+            ("Redis kept answering", redis_ok),
+        ],
+        &c,
+    );
+}

@@ -50,7 +50,12 @@ fn start_up(comfy: &ComfyUi, state: &std::path::Path, port: u16) -> Up {
     for line in out.lines() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("comfy-multi is up on ") {
-            base = rest.split(':').take(3).collect::<Vec<_>>().join(":");
+            base = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string();
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() == 4 && words[2] == "password:" {
@@ -254,4 +259,111 @@ async fn up_runs_a_workshop_and_keeps_everything_across_a_restart() {
 fn toml_text_password(text: &str, who: &str) -> String {
     let v: toml::Value = toml::from_str(text).unwrap();
     v[who]["password"].as_str().unwrap().to_string()
+}
+
+/// The pid of `up`'s own redis-server (a child process named redis-server).
+fn redis_child(up: &Up) -> Option<i32> {
+    let parent = up.child.id().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // pid (comm) state ppid …
+        let (head, rest) = stat.split_once(") ")?;
+        let comm = head.split_once(" (")?.1;
+        let ppid = rest.split_whitespace().nth(1)?;
+        (comm.starts_with("redis-server") && ppid == parent)
+            .then(|| e.file_name().to_string_lossy().parse().ok())
+            .flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_killed_under_up_is_back_within_seconds_and_keeps_every_job() {
+    // Its own ComfyUI: the other test's `up` runs beside this one, and two
+    // agents named local0 on one ComfyUI would share its event socket.
+    let comfy = &ComfyUi::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut up = start_up(comfy, state.path(), free_port());
+    let base = up.base.clone();
+    let token = token_of(state.path(), "user01");
+    let http = reqwest::Client::new();
+    let workflow: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/comfyui_nodes/workflows/invert.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let submit = || async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = http
+                .post(format!("{base}/user01/api/prompt"))
+                .bearer_auth(&token)
+                .json(&json!({"prompt": workflow, "client_id": "up-redis-test"}))
+                .send()
+                .await
+                .unwrap();
+            // 503 until the worker's catalogue has arrived.
+            if r.status() == 200 {
+                let v: Value = r.json().await.unwrap();
+                return v["prompt_id"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "submit: {}", r.status());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let done = |id: String| {
+        let (http, base, token) = (&http, &base, &token);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let h = history_of(http, base, "user01", token, &id).await;
+                if h[&id]["status"]["completed"] == true {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "job {id} never finished: {h}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let before = submit().await;
+    done(before.clone()).await;
+
+    let pid = redis_child(&up).expect("up runs its own redis-server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    // Back without anyone restarting `up`: the same job is still there.
+    loop {
+        let r = http
+            .get(format!("{base}/user01/api/history/{before}"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status() == 200 {
+                let h: Value = r.json().await.unwrap();
+                if h[&before]["status"]["completed"] == true {
+                    break;
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "Redis did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("redis back after {:?}", t0.elapsed());
+    assert!(up.child.try_wait().unwrap().is_none(), "up kept running");
+    let again = redis_child(&up).expect("a new redis-server");
+    assert_ne!(again, pid);
+    // And it takes new work.
+    let after = submit().await;
+    done(after).await;
+    interrupt_and_wait(&mut up);
 }

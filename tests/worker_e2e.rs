@@ -66,6 +66,9 @@ fn agent(id: &str, comfy: &ComfyUi, hub: &TestHub, capacity: u32) -> Cancellatio
         token: WORKER_TOKEN.into(),
         capacity,
         heartbeat: Duration::from_millis(500),
+        pool: comfy_multi::pool::DEFAULT_POOL.into(),
+        headers: vec![],
+        starting: None,
     };
     tokio::spawn(run_agent(cfg, stop.clone()));
     stop

@@ -106,6 +106,10 @@
       ];
     };
 
+    # Loads the checkpoint on every GPU before the first participant's job
+    # (Workflow → Export (API) in the editor makes such a file).
+    warmup = [ ./warmup/sdxl-txt2img.api.json ];
+
     settings = {
       # Anything of the TOML config can be set here; e.g. a longer job estimate for
       # SDXL at 1024², used for ETAs until real timings are measured.

@@ -41,6 +41,10 @@ let
 
   # ComfyUI's requirements.txt (v0.3.65), minus the three comfyui-* helper packages
   # discussed above (frontend provided, templates/docs optional).
+  # Present in nixpkgs' python3Packages on some releases only (not in nixos-25.11):
+  # nixpkgs' attribute where it exists, else our pinned package.
+  spandrelFor = ps: ps.spandrel or (ps.callPackage ./spandrel.nix { });
+
   pythonEnv = python.withPackages (
     ps: with ps; [
       torch
@@ -66,7 +70,7 @@ let
       requests
       # "non essential" in requirements.txt, used by common nodes
       kornia
-      spandrel
+      (spandrelFor ps)
       soundfile
       pydantic
       pydantic-settings
@@ -107,6 +111,12 @@ stdenvNoCC.mkDerivation {
 
   passthru = {
     inherit python pythonEnv;
+    # Fixed-output sources from PyPI that scripts/check-nix.sh downloads and
+    # re-hashes on every CI run (ComfyUI's GitHub tarball cannot be fetched there).
+    pypiSources = [
+      comfyui-frontend.wheel
+    ]
+    ++ lib.optional (!(python.pkgs ? spandrel)) (spandrelFor python.pkgs).src;
   };
 
   meta = {

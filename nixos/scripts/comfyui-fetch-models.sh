@@ -7,21 +7,38 @@
 #   - skipped when already there with the expected hash (a <name>.sha256 marker
 #     avoids re-hashing gigabytes on every boot),
 #   - resumable: a <name>.part file is continued with `curl -C -`,
-#   - hash-checked before it is moved into place (a wrong file never appears),
-#   - progress is printed to the journal every 30 s:
+#   - hash-checked before it is moved into place (a wrong file never appears
+#     under the final name; a wrong .part is deleted, not resumed again),
+#   - HTTP 401/403/404 fail at once (retrying cannot help), other errors are
+#     retried up to 5 times,
+#   - progress is printed to the journal every PROGRESS_INTERVAL_S seconds:
 #       journalctl -fu comfyui-models
+# One failed model does not stop the others; the exit status is 1 if any failed.
 #
 # Inputs (environment, set by nixos/module.nix):
-#   MODELS_DIR     target directory
-#   MANIFEST       JSON list of { folder, name, url, sha256 }
-#   CREDENTIALS_DIRECTORY/hf-token   optional Hugging Face token for gated models
-# writeShellApplication adds the shebang and `set -euo pipefail`.
+#   MODELS_DIR           target directory (required)
+#   MANIFEST             JSON list of { folder, name, url, sha256 } (required)
+#   CREDENTIALS_DIRECTORY/hf-token
+#                        optional token (e.g. Hugging Face) for gated models
+#   TOKEN_URL_PREFIXES   space-separated URL prefixes that get the token as
+#                        `Authorization: Bearer <token>`
+#                        (default when unset: "https://huggingface.co/"; set
+#                        but empty: no URL gets it). Plain prefix match. The
+#                        token is handed to curl on stdin (`-H @-`), never on
+#                        its command line, and never printed.
+#   RETRY_DELAY_S        seconds between attempts (default: 10)
+#   PROGRESS_INTERVAL_S  seconds between progress lines (default: 30)
+# Needs bash, coreutils, curl, jq. writeShellApplication adds the shebang and
+# `set -euo pipefail`.
 
 models="${MODELS_DIR:?}"
 manifest="${MANIFEST:?}"
+read -ra token_prefixes <<<"${TOKEN_URL_PREFIXES-https://huggingface.co/}"
+retry_delay="${RETRY_DELAY_S:-10}"
+interval="${PROGRESS_INTERVAL_S:-30}"
 token=""
 if [ -n "${CREDENTIALS_DIRECTORY:-}" ] && [ -r "$CREDENTIALS_DIRECTORY/hf-token" ]; then
-  token="$(tr -d '\n' <"$CREDENTIALS_DIRECTORY/hf-token")"
+  token="$(tr -d '\r\n' <"$CREDENTIALS_DIRECTORY/hf-token")"
 fi
 
 failed=0
@@ -30,28 +47,50 @@ echo "models: $count in manifest, target $models"
 
 human() { numfmt --to=iec --suffix=B "$1" 2>/dev/null || echo "$1 bytes"; }
 
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
 hash_ok() { # file expected-hex
-  [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
+  [ "$(sha "$1")" = "$2" ]
 }
 
-download() { # url part-file
-  local url="$1" part="$2" pid size
-  local -a auth=()
-  case "$url" in
-    https://huggingface.co/*) [ -n "$token" ] && auth=(-H "Authorization: Bearer $token") ;;
-  esac
-  curl --fail --location --silent --show-error \
-    --connect-timeout 30 --speed-limit 1024 --speed-time 120 \
-    -C - "${auth[@]}" -o "$part" "$url" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    if kill -0 "$pid" 2>/dev/null; then
-      size="$(stat -c %s "$part" 2>/dev/null || echo 0)"
-      echo "  … $(basename "$part" .part): $(human "$size") so far"
-    fi
+wants_token() { # url
+  local p
+  for p in "${token_prefixes[@]}"; do
+    [[ "$1" == "$p"* ]] && return 0
   done
-  wait "$pid"
+  return 1
+}
+
+progress() { # part-file; prints its size every $interval s until killed
+  local size
+  # sleep gets no stdout/stderr, so an orphaned sleep holds no log pipe open.
+  while sleep "$interval" >/dev/null 2>&1; do
+    size="$(stat -c %s "$1" 2>/dev/null || echo 0)"
+    echo "  … $(basename "$1" .part): $(human "$size") so far"
+  done
+}
+
+# download url part-file: sets $code (HTTP status of the last response, 000 if
+# none) and returns curl's exit status.
+download() {
+  local url="$1" part="$2" pid rc=0
+  local -a curl_args=(
+    --fail --location --silent --show-error
+    --connect-timeout 30 --speed-limit 1024 --speed-time 120
+    --write-out '%{http_code}'
+    -C - -o "$part" "$url"
+  )
+  progress "$part" &
+  pid=$!
+  if [ -n "$token" ] && wants_token "$url"; then
+    # The header comes from stdin, so the token is not in curl's argv.
+    code="$(curl -H @- "${curl_args[@]}" <<<"Authorization: Bearer $token")" || rc=$?
+  else
+    code="$(curl "${curl_args[@]}" </dev/null)" || rc=$?
+  fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  return "$rc"
 }
 
 for i in $(seq 0 $((count - 1))); do
@@ -81,13 +120,27 @@ for i in $(seq 0 $((count - 1))); do
 
   echo "[$((i + 1))/$count] $folder/$name: downloading from $url"
   ok=0
+  fatal=""
   for attempt in 1 2 3 4 5; do
     rc=0
+    code=000
     download "$url" "$part" || rc=$?
     if [ "$rc" = 0 ]; then
       ok=1
       break
     fi
+    case "$code" in
+      401)
+        if [ -n "$token" ] && wants_token "$url"; then
+          fatal="answered 401: check the token file (hf-token credential)"
+        else
+          fatal="answered 401: no token was sent; provide the token file (hf-token credential) and make sure the URL matches TOKEN_URL_PREFIXES"
+        fi
+        ;;
+      403) fatal="answered 403: check the token file; for a gated model, accept its terms on the website with the token's account" ;;
+      404) fatal="answered 404: check the URL in the manifest" ;;
+    esac
+    [ -n "$fatal" ] && break
     # A complete .part makes the server answer 416 to the resume request.
     if [ -f "$part" ] && hash_ok "$part" "$want"; then
       ok=1
@@ -95,16 +148,26 @@ for i in $(seq 0 $((count - 1))); do
     fi
     # 33: server refuses byte ranges; start over instead of resuming.
     [ "$rc" = 33 ] && rm -f "$part"
-    echo "  attempt $attempt failed (curl exit $rc), retrying in 10 s"
-    sleep 10
+    if [ "$attempt" -lt 5 ]; then
+      echo "  attempt $attempt failed (curl exit $rc, HTTP $code), retrying in $retry_delay s"
+      sleep "$retry_delay"
+    else
+      echo "  attempt $attempt failed (curl exit $rc, HTTP $code), giving up"
+    fi
   done
-  if [ "$ok" != 1 ]; then
-    echo "  FAILED: $folder/$name could not be downloaded" >&2
+  if [ -n "$fatal" ]; then
+    echo "  FAILED: $folder/$name: $url $fatal" >&2
     failed=$((failed + 1))
     continue
   fi
-  if ! hash_ok "$part" "$want"; then
-    echo "  FAILED: $folder/$name has sha256 $(sha256sum "$part" | cut -d' ' -f1), expected $want; deleted" >&2
+  if [ "$ok" != 1 ]; then
+    echo "  FAILED: $folder/$name could not be downloaded (a later run resumes $name.part)" >&2
+    failed=$((failed + 1))
+    continue
+  fi
+  got="$(sha "$part")"
+  if [ "$got" != "$want" ]; then
+    echo "  FAILED: $folder/$name: wrong sha256: got $got, expected $want; download deleted" >&2
     rm -f "$part"
     failed=$((failed + 1))
     continue

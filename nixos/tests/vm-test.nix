@@ -14,7 +14,9 @@
 #      the worker unit while it runs, and sees the job finish after systemd restarts
 #      the worker (lease expiry → requeue),
 #   5. checks that another participant cannot see that job (404/empty, not the data),
-#   6. stops and starts one participant's frontend with systemctl.
+#   6. restarts user02's frontend while user02's job waits in line: user02's saved
+#      workflow and queued job are still there, and the job then runs,
+#   7. stops and starts one participant's frontend with systemctl.
 # Run: nix build .#checks.x86_64-linux.vm-test -L   (needs KVM; ~5–10 min)
 {
   pkgs,
@@ -223,6 +225,21 @@ pkgs.testers.runNixOSTest {
         assert pid not in other, other
         c = code(f"/user01/history/{pid}", tok=token("user02"))
         assert c in ("401", "403", "404"), c
+
+    with subtest("restarting a participant's frontend keeps their files and their queued job"):
+        curl("user02", "/user02/api/userdata/workflows%2Fkeep.json?overwrite=true", "POST", body='{"nodes": [1]}')
+        # user01's slow job holds the only worker, so user02's job waits in line.
+        busy = json.loads(curl("user01", "/user01/prompt", "POST", body=slow))["prompt_id"]
+        wait_for("user01's job running", lambda: busy in curl("user01", "/user01/queue", check=False), 300)
+        mine = json.loads(curl("user02", "/user02/prompt", "POST", body=quick))["prompt_id"]
+        assert mine in curl("user02", "/user02/queue"), "user02's job is not in line"
+        machine.succeed("systemctl restart comfy-multi-frontend@user02.service")
+        machine.wait_until_succeeds("curl -sS --fail " + base + "/user02/ -o /dev/null", timeout=60)
+        assert '"nodes": [1]' in curl("user02", "/user02/api/userdata/workflows%2Fkeep.json"), "user02's file is gone"
+        q = curl("user02", "/user02/queue")
+        h = curl("user02", f"/user02/history/{mine}", check=False)
+        assert mine in q or mine in h, f"user02's job vanished: queue {q}, history {h}"
+        wait_for("user02's job finished", lambda: "vmtest_" in curl("user02", f"/user02/history/{mine}", check=False), 900)
 
     with subtest("systemctl controls one participant"):
         machine.succeed("systemctl stop comfy-multi-frontend@user02.service")

@@ -9,7 +9,9 @@
 # Usage: scripts/comfyui/start.sh [--port N] [--base-dir DIR] [-- EXTRA COMFYUI ARGS]
 #   --port N       listen port on 127.0.0.1; 0 or absent = pick a free one
 #   --base-dir DIR working dir; gets input/ output/ temp/ custom_nodes/ models/
-#                  (default: a new mktemp -d directory)
+#                  (default: a new mktemp -d directory). ComfyUI also searches
+#                  models/{checkpoints,vae,loras,upscale_models}/ in it (see
+#                  make_models.py for test model files).
 # Before exec it prints, on stdout, one line a harness can parse:
 #   comfyui-url: http://127.0.0.1:PORT
 # The server is ready once GET /system_stats answers 200 (ComfyUI itself
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
         --port=*) PORT="${1#--port=}"; shift ;;
         --base-dir) [ $# -ge 2 ] || die "--base-dir needs a value"; BASE_DIR="$2"; shift 2 ;;
         --base-dir=*) BASE_DIR="${1#--base-dir=}"; shift ;;
-        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
         --) shift; EXTRA_ARGS=("$@"); break ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -68,7 +70,8 @@ fi
 mkdir -p "$BASE_DIR"
 BASE_DIR="$(cd "$BASE_DIR" && pwd)"
 mkdir -p "$BASE_DIR/input" "$BASE_DIR/output" "$BASE_DIR/custom_nodes" \
-    "$BASE_DIR/models/checkpoints" "$BASE_DIR/models/vae" "$BASE_DIR/models/loras"
+    "$BASE_DIR/models/checkpoints" "$BASE_DIR/models/vae" "$BASE_DIR/models/loras" \
+    "$BASE_DIR/models/upscale_models"
 
 # Custom nodes: ComfyUI tries to import every entry of a custom_nodes dir, so
 # point it at a dir that holds only node packages (symlinks), not at
@@ -98,6 +101,7 @@ comfy_multi:
     checkpoints: models/checkpoints
     vae: models/vae
     loras: models/loras
+    upscale_models: models/upscale_models
 EOF
 
 if [ "$PORT" = "0" ]; then

@@ -11,7 +11,7 @@ mod session;
 
 pub use credentials::{Credentials, CredentialsFile, ADMIN};
 pub use limiter::LoginLimiter;
-pub use page::{escape, login_page};
+pub use page::{escape, front_door_page, login_page};
 pub use session::{SessionKey, SESSION_TTL};
 
 /// Compares two byte strings in constant time (no early exit).

@@ -19,10 +19,55 @@ pub fn login_page(
     label: &str,
     message: Option<&str>,
 ) -> Html<String> {
+    page(subtitle, action, label, message, None, "")
+}
+
+/// The workshop's front door: a name and a password field posted to
+/// `action` (the name typed before is kept after a refusal), and `footer`
+/// (HTML, not escaped: the caller's own markup) under the form.
+pub fn front_door_page(
+    workshop: &str,
+    action: &str,
+    name: &str,
+    message: Option<&str>,
+    footer: &str,
+) -> Html<String> {
+    page(
+        workshop,
+        action,
+        "Password or join code",
+        message,
+        Some(name),
+        footer,
+    )
+}
+
+fn page(
+    subtitle: &str,
+    action: &str,
+    label: &str,
+    message: Option<&str>,
+    name: Option<&str>,
+    footer: &str,
+) -> Html<String> {
     let message = message
         .map(|m| format!(r#"<p class="err" role="alert">{}</p>"#, escape(m)))
         .unwrap_or_default();
     let (subtitle, action, label) = (escape(subtitle), escape(action), escape(label));
+    let (name_field, focus) = match name {
+        Some(n) => (
+            format!(
+                r#"<label for="name">Your name (as on your card)</label>
+<input id="name" name="name" autocomplete="username" autocapitalize="none" spellcheck="false" value="{}" {}required>
+<div class="gap"></div>"#,
+                escape(n),
+                if n.is_empty() { "autofocus " } else { "" }
+            ),
+            name.is_some_and(|n| !n.is_empty()),
+        ),
+        None => (String::new(), true),
+    };
+    let autofocus = if focus { " autofocus" } else { "" };
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -44,12 +89,29 @@ input:focus {{ outline:2px solid #4a8cff; }}
 button {{ margin-top:16px; width:100%; padding:10px; border:0; border-radius:6px;
   background:#4a8cff; color:#fff; font-size:15px; cursor:pointer; }}
 .err {{ color:#ff8080; margin:12px 0 0; }}
+.gap {{ height:12px; }}
+.foot {{ margin:16px 0 0; font-size:13px; }}
+.foot a {{ color:#8ab4ff; }}
 </style></head>
 <body><form method="post" action="{action}">
 <h1>ComfyUI</h1><p>{subtitle}</p>
-<label for="password">{label}</label>
-<input id="password" name="password" type="password" autocomplete="current-password" autofocus required>
-<button type="submit">Log in</button>{message}
-</form></body></html>"#
+{name_field}<label for="password">{label}</label>
+<input id="password" name="password" type="password" autocomplete="current-password"{autofocus} required>
+<button type="submit">Log in</button>{message}{footer}
+</form>
+<script>
+// A join link (the QR code on a join card) carries the password in the
+// fragment, which never reaches a server or a log: fill it in and log in.
+function joinLink() {{
+  var m = /(?:^#|&)code=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  var f = document.forms[0];
+  f.password.value = decodeURIComponent(m[1]);
+  f.submit();
+}}
+joinLink();
+window.addEventListener("hashchange", joinLink);
+</script></body></html>"#
     ))
 }

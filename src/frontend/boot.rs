@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Settings a participant starts with: the editor opens its default graph
@@ -131,11 +132,14 @@ pub async fn user_css() -> impl IntoResponse {
 
 /// The workers' node catalogue as served to the app, and parsed for
 /// checking prompts (`None` when the text is not a JSON object). Built
-/// once per digest, so a prompt check does not parse it again.
+/// once per set of workers' digests, so a prompt check does not parse it
+/// again.
 #[derive(Clone)]
 pub struct Catalogue {
     pub text: Arc<String>,
     pub parsed: Option<Arc<Value>>,
+    /// Which `(node type, input)` name model files, over all workers.
+    pub model_inputs: Arc<BTreeSet<(String, String)>>,
 }
 
 /// The catalogue as JSON text, when a worker has stored one.
@@ -143,14 +147,15 @@ pub async fn catalogue(s: &FrontendState) -> Option<Arc<String>> {
     load_catalogue(s).await.ok().map(|c| c.text)
 }
 
-/// The parsed catalogue, when a worker has stored one.
-pub async fn parsed_catalogue(s: &FrontendState) -> Option<Arc<Value>> {
-    load_catalogue(s).await.ok().and_then(|c| c.parsed)
+/// The catalogue, when a worker has stored one.
+pub async fn current_catalogue(s: &FrontendState) -> Option<Catalogue> {
+    load_catalogue(s).await.ok()
 }
 
-/// The node catalogue of the connected workers (stored by the hub once per
-/// digest), cached until the workers' digest changes; `LoadImage`-style
-/// file lists show this participant's own uploads.
+/// The node catalogue of the workshop's workers, merged (every node type
+/// and model file any worker connected or seen recently has), cached until
+/// their digests change; `LoadImage`-style file lists show this
+/// participant's own uploads.
 pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResponse, AppError> {
     let text = load_catalogue(&s).await?.text;
     Ok((
@@ -160,26 +165,63 @@ pub async fn object_info(State(s): State<FrontendState>) -> Result<impl IntoResp
 }
 
 async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
-    let worker = a_worker(s)
-        .await
-        .ok_or_else(|| AppError::Unavailable("no GPU worker is connected yet".into()))?;
-    let digest = worker["object_info_digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let workers = s.queue.known_workers().await?;
+    let mut digests: Vec<String> = workers
+        .iter()
+        .filter_map(|w| w.description["object_info_digest"].as_str())
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect();
+    digests.sort();
+    digests.dedup();
+    if digests.is_empty() {
+        return Err(AppError::Unavailable(
+            "no GPU worker is connected yet".into(),
+        ));
+    }
+    let key = digests.join(",");
     let mut cache = s.object_info.lock().await;
-    let catalogue = match cache.as_ref() {
-        Some((d, c)) if *d == digest => c.clone(),
-        _ => {
-            let text = s.queue.object_info(&digest).await?.ok_or_else(|| {
-                AppError::Unavailable("the workers' node list is not stored yet".into())
-            })?;
-            let c = for_the_app(&text, &s.node_policy);
-            *cache = Some((digest, c.clone()));
-            c
+    if let Some((k, c)) = cache.as_ref() {
+        if *k == key {
+            return Ok(c.clone());
         }
+    }
+    let mut parts = Vec::new();
+    let mut complete = true;
+    for d in &digests {
+        // A worker whose catalogue is not stored yet (it registered, its
+        // object_info is on the way) is left out until it is.
+        match s.queue.object_info(d).await? {
+            Some(text) => parts.push(serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)),
+            None => complete = false,
+        }
+    }
+    if parts.is_empty() {
+        return Err(AppError::Unavailable(
+            "the workers' node list is not stored yet".into(),
+        ));
+    }
+    let merged = if parts.len() == 1 {
+        parts.pop().unwrap_or_default()
+    } else {
+        crate::catalogue::merge(parts.iter())
     };
-    Ok(catalogue)
+    let mut model_inputs = crate::catalogue::model_inputs(&merged, None);
+    for w in &workers {
+        if let Ok(list) =
+            serde_json::from_value::<Vec<(String, String)>>(w.description["model_inputs"].clone())
+        {
+            model_inputs.extend(list);
+        }
+    }
+    let mut c = for_the_app(&merged.to_string(), &s.node_policy);
+    c.model_inputs = Arc::new(model_inputs);
+    // Kept only when every worker's catalogue was there: a partial merge
+    // must not stand for the whole set of digests.
+    if complete {
+        *cache = Some((key, c.clone()));
+    }
+    Ok(c)
 }
 
 /// Fills in what frontend 1.58 expects of every node and older ComfyUIs
@@ -191,6 +233,7 @@ fn for_the_app(text: &str, policy: &super::NodePolicy) -> Catalogue {
         return Catalogue {
             text: Arc::new(text.to_string()),
             parsed: None,
+            model_inputs: Arc::default(),
         };
     };
     for node in nodes.values_mut() {
@@ -217,5 +260,6 @@ fn for_the_app(text: &str, policy: &super::NodePolicy) -> Catalogue {
     Catalogue {
         text: Arc::new(parsed.to_string()),
         parsed: Some(Arc::new(parsed)),
+        model_inputs: Arc::default(),
     }
 }

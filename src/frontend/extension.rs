@@ -34,17 +34,22 @@ pub async fn script() -> impl IntoResponse {
 }
 
 /// `GET /comfy-multi/status`: this participant's jobs in the shared queue
-/// (1 = next to run), the queue's pause state and the latest broadcast.
+/// (1 = next to run; `waiting_for_worker`: only a worker that is not
+/// connected now has its nodes or models), the queue's pause state and the
+/// latest broadcast.
 pub async fn status(State(s): State<FrontendState>) -> Result<Json<Value>, AppError> {
     let workers = s.queue.workers().await?.len().max(1);
     let q = s.queue.participant_queue(&s.participant, workers).await?;
     let settings = s.queue.runtime_settings().await?;
+    let ids: Vec<String> = q.waiting.iter().map(|w| w.job_id.clone()).collect();
+    let absent = s.queue.waiting_for_absent_worker(&ids).await?;
     let waiting: Vec<Value> = q
         .waiting
         .iter()
-        .map(|w| {
+        .zip(absent.iter().chain(std::iter::repeat(&false)))
+        .map(|(w, absent)| {
             json!({"prompt_id": w.job_id, "number": w.number, "position": w.position,
-                   "eta_seconds": w.eta_seconds})
+                   "eta_seconds": w.eta_seconds, "waiting_for_worker": absent})
         })
         .collect();
     let running: Vec<Value> = q

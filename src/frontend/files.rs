@@ -13,6 +13,7 @@
 //! frontend killed mid-upload is removed when it starts again).
 
 use super::FrontendState;
+use crate::catalogue::{combo_list as combo_options, combo_list_mut as combo_options_mut};
 use crate::error::AppError;
 use crate::paths::{safe_join, store_unique_or_same, sync_dir};
 use axum::body::Body;
@@ -526,7 +527,9 @@ fn paste_alpha(original: &FsPath, mask: &FsPath, out: TempPath) -> Result<TempPa
         .write_image_data(img.as_raw())
         .map_err(AppError::internal)?;
     writer.finish().map_err(AppError::internal)?;
-    let file = w.into_inner().map_err(|e| AppError::internal(e.error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| AppError::internal(e.into_error()))?;
     file.sync_all().map_err(AppError::internal)?;
     Ok(out)
 }
@@ -629,27 +632,6 @@ pub async fn internal_files(State(s): State<FrontendState>, Path(kind): Path<Str
     .await
     .unwrap_or_default();
     Json(files).into_response()
-}
-
-/// A combo input's option list, in the old (`[[...], opts]`) or the new
-/// (`["COMBO", {options: [...]}]`) format.
-fn combo_options(spec: &Value) -> Option<&Vec<Value>> {
-    match spec.get(0)? {
-        Value::Array(list) => Some(list),
-        Value::String(t) if t == "COMBO" => spec.get(1)?.get("options")?.as_array(),
-        _ => None,
-    }
-}
-
-fn combo_options_mut(spec: &mut Value) -> Option<&mut Vec<Value>> {
-    let Value::Array(parts) = spec else {
-        return None;
-    };
-    match parts.first()? {
-        Value::Array(_) => parts.first_mut()?.as_array_mut(),
-        Value::String(t) if t == "COMBO" => parts.get_mut(1)?.get_mut("options")?.as_array_mut(),
-        _ => None,
-    }
 }
 
 /// The node catalogue with every `image_upload` combo list (`LoadImage`,

@@ -12,6 +12,7 @@ mod files;
 mod jobs;
 mod locate;
 mod login;
+mod outputs;
 mod policy;
 mod prompt;
 mod seed;
@@ -265,6 +266,7 @@ pub fn routes(state: FrontendState) -> Router {
         .route("/internal/folder_paths", get(boot::empty_object))
         .route("/internal/files/{kind}", get(files::internal_files))
         .route("/user.css", get(boot::user_css))
+        .route("/outputs", get(outputs::page))
         .route(extension::SCRIPT_PATH, get(extension::script))
         .route_layer(guard.clone())
         .route("/login", get(login::show).post(login::submit))

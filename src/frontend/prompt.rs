@@ -25,26 +25,86 @@ fn rejected(kind: &str, message: &str, details: &str, node_errors: Value) -> Res
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// Checks the prompt: first against the instructor's node policy, then as
-/// ComfyUI would — fully against the workers' node catalogue when one is
-/// known, else only that every node names a type.
-async fn check(s: &FrontendState, prompt: &Map<String, Value>) -> Result<Value, Response> {
-    let catalogue = super::boot::parsed_catalogue(s).await;
-    if let Err(body) = s.node_policy.check(prompt, catalogue.as_deref()) {
+/// Checks the prompt: first against the instructor's node policy, then
+/// that every model file it names is on some worker, then as ComfyUI
+/// would — fully against the workers' merged node catalogue when one is
+/// known, else only that every node names a type. Returns ComfyUI's
+/// `node_errors` (empty) and the job's requirement tags.
+async fn check(
+    s: &FrontendState,
+    prompt: &Map<String, Value>,
+) -> Result<(Value, Vec<String>), Response> {
+    let catalogue = super::boot::current_catalogue(s).await;
+    let parsed = catalogue.as_ref().and_then(|c| c.parsed.clone());
+    if let Err(body) = s.node_policy.check(prompt, parsed.as_deref()) {
         tracing::info!(participant = %s.participant, kind = "node_not_allowed", "prompt refused");
         return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
-    let checked = match catalogue.as_deref() {
-        Some(catalogue) => {
-            let own = super::files::own_input_files(s).await;
-            validate::validate(prompt, catalogue, &own).map(|v| Value::Object(v.node_errors))
-        }
-        None => validate::class_types_present(prompt).map(|()| json!({})),
+    let (Some(catalogue), Some(parsed)) = (catalogue, parsed) else {
+        return validate::class_types_present(prompt)
+            .map(|()| (json!({}), Vec::new()))
+            .map_err(|r| {
+                tracing::info!(participant = %s.participant, kind = r.kind(), "prompt refused");
+                (StatusCode::BAD_REQUEST, Json(r.body())).into_response()
+            });
     };
-    checked.map_err(|r| {
-        tracing::info!(participant = %s.participant, kind = r.kind(), "prompt refused");
-        (StatusCode::BAD_REQUEST, Json(r.body())).into_response()
-    })
+    if let Some(refused) = missing_models(prompt, &parsed, &catalogue.model_inputs) {
+        tracing::info!(participant = %s.participant, kind = "model_on_no_worker", "prompt refused");
+        return Err(refused);
+    }
+    let own = super::files::own_input_files(s).await;
+    let node_errors = validate::validate(prompt, &parsed, &own)
+        .map(|v| Value::Object(v.node_errors))
+        .map_err(|r| {
+            tracing::info!(participant = %s.participant, kind = r.kind(), "prompt refused");
+            (StatusCode::BAD_REQUEST, Json(r.body())).into_response()
+        })?;
+    Ok((
+        node_errors,
+        crate::catalogue::needs(prompt, &catalogue.model_inputs),
+    ))
+}
+
+/// ComfyUI's validation answer for model files no worker has (each named,
+/// on its node, so the editor marks it), or `None` when all are somewhere.
+fn missing_models(
+    prompt: &Map<String, Value>,
+    catalogue: &Value,
+    model_inputs: &std::collections::BTreeSet<(String, String)>,
+) -> Option<Response> {
+    let mut node_errors = Map::new();
+    let mut names = Vec::new();
+    for r in crate::catalogue::model_refs(prompt, model_inputs) {
+        let spec = ["required", "optional"]
+            .iter()
+            .find_map(|g| catalogue.get(&r.class)?.get("input")?.get(g)?.get(&r.input));
+        let offered = spec.and_then(crate::catalogue::combo_options);
+        if offered.is_some_and(|o| o.contains(&r.file.as_str())) {
+            continue;
+        }
+        names.push(r.file.clone());
+        let entry = node_errors.entry(r.node.clone()).or_insert_with(
+            || json!({"errors": [], "dependent_outputs": [], "class_type": r.class}),
+        );
+        if let Some(errors) = entry["errors"].as_array_mut() {
+            errors.push(json!({
+                "type": "value_not_in_list",
+                "message": format!("{} is on no worker", r.file),
+                "details": format!("{}: '{}' is on no worker of this workshop", r.input, r.file),
+                "extra_info": {"input_name": r.input, "received_value": r.file},
+            }));
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let message = format!("{} is on no worker", names.join(", "));
+    Some(rejected(
+        "prompt_outputs_failed_validation",
+        &message,
+        "ask your instructor which models this workshop has",
+        Value::Object(node_errors),
+    ))
 }
 
 /// `POST /prompt`: `{prompt, client_id, prompt_id?, extra_data?}`; any
@@ -79,8 +139,8 @@ pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejec
             json!({}),
         );
     };
-    let node_errors = match check(&s, prompt).await {
-        Ok(node_errors) => node_errors,
+    let (node_errors, requires) = match check(&s, prompt).await {
+        Ok(checked) => checked,
         Err(refused) => return refused,
     };
     let id = v
@@ -97,6 +157,7 @@ pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejec
         participant: s.participant.clone(),
         prompt: Value::Object(prompt.clone()),
         extra,
+        requires,
         ..Default::default()
     };
     match s.queue.enqueue(job).await {
@@ -107,6 +168,7 @@ pub async fn post(State(s): State<FrontendState>, body: Result<Bytes, BytesRejec
             let code = match refusal {
                 crate::queue::Refusal::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
                 crate::queue::Refusal::PromptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::queue::Refusal::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
                 crate::queue::Refusal::Paused | crate::queue::Refusal::Locked => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }

@@ -179,6 +179,10 @@ async fn serve(
                     _ if v.get("broadcast").is_some() => out.push(text(
                         json!({"type": "comfy_multi.broadcast", "data": v["broadcast"]}),
                     )),
+                    // A workflow the instructor sent: the extension opens it.
+                    _ if v.get("workflow_pushed").is_some() => out.push(text(
+                        json!({"type": "comfy_multi.workflow", "data": v["workflow_pushed"]}),
+                    )),
                     // A state change of one of this participant's jobs. The
                     // end marker waits for it, so that a client reading
                     // /history right after it finds the job there.

@@ -64,6 +64,9 @@ async fn session(socket: WebSocket, s: HubState) {
         object_info_digest,
         system_stats,
         holding,
+        caps,
+        model_inputs,
+        pool,
     }) = reg
     else {
         let _ = tx
@@ -73,10 +76,11 @@ async fn session(socket: WebSocket, s: HubState) {
             .await;
         return;
     };
-    if !valid_name(&worker) || capacity == 0 {
+    let pool = pool.unwrap_or_else(|| crate::pool::DEFAULT_POOL.to_string());
+    if !valid_name(&worker) || capacity == 0 || !valid_name(&pool) {
         let _ = tx
             .send(HubMsg::Error {
-                message: format!("invalid worker id {worker:?} or capacity 0"),
+                message: format!("invalid worker id {worker:?}, pool {pool:?} or capacity 0"),
             })
             .await;
         return;
@@ -92,12 +96,19 @@ async fn session(socket: WebSocket, s: HubState) {
     let info = json!({
         "id": worker, "capacity": capacity, "comfyui_url": comfyui_url,
         "object_info_digest": object_info_digest, "system_stats": system_stats,
-        "healthy": true,
+        "healthy": true, "pool": pool,
     });
+    // Its pool first: lease.lua asks it whether this worker may take jobs.
+    if let Err(e) = q.set_worker_pool(&worker, &pool).await {
+        tracing::warn!(%worker, "cannot record the worker's pool: {e}");
+    }
     if let Err(e) = q.set_worker(&worker, Some(&info.to_string())).await {
         tracing::warn!(%worker, "cannot record worker: {e}");
     }
-    tracing::info!(%worker, capacity, "worker connected");
+    record_catalogue(&q, &worker, &object_info_digest, &caps, &model_inputs).await;
+    tracing::info!(%worker, capacity, caps = caps.len(), "worker connected");
+    let info = Arc::new(Mutex::new(info));
+    let (mut caps, mut model_inputs) = (caps, model_inputs);
 
     let held: Held = Arc::default();
     for h in holding {
@@ -117,11 +128,26 @@ async fn session(socket: WebSocket, s: HubState) {
     let healthy = Arc::new(AtomicBool::new(true));
     let cooldown: Cooldown = Arc::default();
     let wake = Arc::new(Notify::new());
+    // The warm-up runs before any participant's job on this worker.
+    let warming = Arc::new(AtomicBool::new(false));
+    let mut again = s.warmups.attach(&worker);
+    let mut warmup = Warming {
+        s: &s,
+        worker: &worker,
+        tx: &tx,
+        info: &info,
+        flag: &warming,
+        wake: &wake,
+        run: None,
+        seq: 0,
+    };
+    warmup.begin(&caps, &model_inputs).await;
     let feeder = tokio::spawn(feed(
         q.clone(),
         worker.clone(),
         capacity as usize,
         held.clone(),
+        warming.clone(),
         healthy.clone(),
         cooldown.clone(),
         wake.clone(),
@@ -132,23 +158,60 @@ async fn session(socket: WebSocket, s: HubState) {
     ));
 
     loop {
+        let deadline = warmup.deadline();
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = s.shutdown.cancelled() => break,
+            Some(()) = again.recv() => {
+                warmup.begin(&caps, &model_inputs).await;
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(std::time::Instant::now).into()), if deadline.is_some() => {
+                warmup.time_out().await;
+                continue;
+            }
         };
         let Some(Ok(msg)) = msg else { break };
         if let Message::Close(_) = msg {
             break;
         }
         let Some(msg) = parse(&msg) else { continue };
-        if matches!(msg, WorkerMsg::Release { .. }) {
-            *cooldown.lock().unwrap() = Some(std::time::Instant::now() + COOLDOWN);
+        if let WorkerMsg::Release { job, token, .. } = &msg {
+            // Only a give-back of a lease it still holds means something is
+            // wrong on its side; a late one (its lease passed on while it
+            // was frozen or cut off) is just refused.
+            if lease_is_current(&q, job, *token).await {
+                *cooldown.lock().unwrap() = Some(std::time::Instant::now() + COOLDOWN);
+            }
         }
         if let WorkerMsg::Health { healthy: h, .. } = &msg {
             // The instructor sees it on the dashboard.
-            let mut info = info.clone();
-            info["healthy"] = json!(h);
-            let _ = q.set_worker(&worker, Some(&info.to_string())).await;
+            let text = {
+                let mut info = info.lock().unwrap();
+                info["healthy"] = json!(h);
+                info.to_string()
+            };
+            let _ = q.set_worker(&worker, Some(&text)).await;
+        }
+        if let WorkerMsg::WarmupDone { id, error, seconds } = msg {
+            warmup.report(&id, error, seconds).await;
+            continue;
+        }
+        if let WorkerMsg::Catalogue {
+            object_info_digest,
+            caps: c,
+            model_inputs: m,
+            ..
+        } = &msg
+        {
+            caps = c.clone();
+            model_inputs = m.clone();
+            let text = {
+                let mut info = info.lock().unwrap();
+                info["object_info_digest"] = json!(object_info_digest);
+                info.to_string()
+            };
+            let _ = q.set_worker(&worker, Some(&text)).await;
         }
         handle(
             &q,
@@ -165,8 +228,35 @@ async fn session(socket: WebSocket, s: HubState) {
     }
     feeder.abort();
     writer.abort();
+    s.warmups.detach(&worker);
     let _ = q.set_worker(&worker, None).await;
+    let _ = q.worker_seen(&worker).await;
     tracing::info!(%worker, held = held.lock().unwrap().len(), "worker disconnected; its leases run on until they expire");
+}
+
+/// Keeps what a worker can run (its tags for the lease, its catalogue's
+/// digest and model inputs for the editors), beyond its connection.
+async fn record_catalogue(
+    q: &Queue,
+    worker: &str,
+    digest: &str,
+    caps: &[String],
+    model_inputs: &[(String, String)],
+) {
+    let caps = sane_tags(caps.iter().cloned(), 200_000);
+    let description = json!({"object_info_digest": digest, "model_inputs": model_inputs});
+    if let Err(e) = q.register_catalogue(worker, &description, &caps).await {
+        tracing::warn!(%worker, "cannot record what the worker can run: {e}");
+    }
+}
+
+/// A worker's tags as the queue may keep them: matched exactly, so anything
+/// absurd (a tag bigger than any node or file name, a newline that would
+/// split a job's list) is dropped rather than stored; at most `most`.
+fn sane_tags(tags: impl Iterator<Item = String>, most: usize) -> Vec<String> {
+    tags.filter(|t| t.len() <= 4096 && !t.contains('\n'))
+        .take(most)
+        .collect()
 }
 
 fn parse(msg: &Message) -> Option<WorkerMsg> {
@@ -183,6 +273,80 @@ fn parse(msg: &Message) -> Option<WorkerMsg> {
     }
 }
 
+/// A worker session's warm-up: started on connect and on request, holding
+/// the worker's leases (`flag`) until it is reported or timed out.
+struct Warming<'a> {
+    s: &'a HubState,
+    worker: &'a str,
+    tx: &'a mpsc::Sender<HubMsg>,
+    info: &'a Arc<Mutex<serde_json::Value>>,
+    flag: &'a AtomicBool,
+    wake: &'a Notify,
+    run: Option<super::warmup::Run>,
+    seq: u64,
+}
+
+impl Warming<'_> {
+    /// Starts (again) on a worker that can run `caps`.
+    async fn begin(&mut self, caps: &[String], model_inputs: &[(String, String)]) {
+        if self.s.warmups.workflows.is_empty() {
+            return;
+        }
+        self.seq += 1;
+        let (run, msgs) = super::warmup::Run::start(&self.s.warmups, caps, model_inputs, self.seq);
+        self.flag.store(run.holding(), Ordering::Relaxed);
+        tracing::info!(worker = %self.worker, workflows = msgs.len(), "warm-up started");
+        self.run = Some(run);
+        for m in msgs {
+            let _ = self.tx.send(m).await;
+        }
+        self.publish().await;
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.run
+            .as_ref()
+            .filter(|r| r.holding())
+            .map(|r| r.deadline)
+    }
+
+    async fn report(&mut self, id: &str, error: Option<String>, seconds: f64) {
+        let Some(run) = self.run.as_mut() else { return };
+        if let Some(e) = &error {
+            tracing::warn!(worker = %self.worker, warmup = %id, "warm-up failed: {e}");
+        } else {
+            tracing::info!(worker = %self.worker, warmup = %id, seconds, "warm-up step done");
+        }
+        run.report(id, error);
+        self.publish().await;
+    }
+
+    async fn time_out(&mut self) {
+        if let Some(run) = self.run.as_mut() {
+            tracing::warn!(worker = %self.worker, "warm-up timed out; the worker takes jobs anyway");
+            run.time_out();
+        }
+        self.publish().await;
+    }
+
+    /// Shows the progress (dashboard, CLI) and lets jobs through when done.
+    async fn publish(&self) {
+        let Some(run) = &self.run else { return };
+        let holding = run.holding();
+        self.flag.store(holding, Ordering::Relaxed);
+        if !holding {
+            self.wake.notify_one();
+        }
+        let text = {
+            let mut info = self.info.lock().unwrap();
+            info["warmup"] = run.status();
+            info["warmup"]["run"] = json!(run.seq());
+            info.to_string()
+        };
+        let _ = self.s.queue.set_worker(self.worker, Some(&text)).await;
+    }
+}
+
 /// Leases jobs for this worker while it has room.
 #[allow(clippy::too_many_arguments)]
 async fn feed(
@@ -190,6 +354,7 @@ async fn feed(
     worker: String,
     capacity: usize,
     held: Held,
+    warming: Arc<AtomicBool>,
     healthy: Arc<AtomicBool>,
     cooldown: Cooldown,
     wake: Arc<Notify>,
@@ -208,8 +373,10 @@ async fn feed(
             .lock()
             .unwrap()
             .is_some_and(|t| t > std::time::Instant::now());
-        let room =
-            !cooling && healthy.load(Ordering::Relaxed) && held.lock().unwrap().len() < capacity;
+        let room = !cooling
+            && !warming.load(Ordering::Relaxed)
+            && healthy.load(Ordering::Relaxed)
+            && held.lock().unwrap().len() < capacity;
         if room {
             match q.lease(&worker).await {
                 Ok(Some(lease)) => {
@@ -269,10 +436,36 @@ async fn handle(
         wake.notify_one();
     };
     match msg {
-        WorkerMsg::Register { .. } => {}
+        WorkerMsg::Register { .. } | WorkerMsg::WarmupDone { .. } => {}
         WorkerMsg::ObjectInfo { digest, data } => {
             if let Err(e) = q.put_object_info(&digest, &data.to_string()).await {
                 tracing::warn!(%worker, "storing object_info: {e}");
+            }
+        }
+        WorkerMsg::Catalogue {
+            object_info_digest,
+            data,
+            caps,
+            model_inputs,
+        } => {
+            // The catalogue first, then what it enables: an editor never
+            // sees a digest whose catalogue is not stored.
+            if let Err(e) = q
+                .put_object_info(&object_info_digest, &data.to_string())
+                .await
+            {
+                tracing::warn!(%worker, "storing object_info: {e}");
+            }
+            record_catalogue(q, worker, &object_info_digest, &caps, &model_inputs).await;
+            tracing::info!(%worker, caps = caps.len(), "worker catalogue changed");
+            wake.notify_one();
+        }
+        WorkerMsg::Loaded { files, as_of } => {
+            // Model-file tags only, and no more than a ComfyUI could hold;
+            // anything else is a confused agent, not a loaded model.
+            let files = sane_tags(files.into_iter().filter(|t| t.starts_with("file:")), 256);
+            if let Err(e) = q.report_warm(worker, as_of, &files).await {
+                tracing::warn!(%worker, "recording the worker's loaded models: {e}");
             }
         }
         WorkerMsg::Health {
@@ -281,6 +474,10 @@ async fn handle(
         } => {
             healthy.store(h, Ordering::Relaxed);
             tracing::warn!(%worker, healthy = h, "{message}");
+            if !h {
+                // A ComfyUI that went down comes back with nothing loaded.
+                let _ = q.clear_warm(worker).await;
+            }
             if h {
                 wake.notify_one();
             }

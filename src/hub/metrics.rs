@@ -47,6 +47,10 @@ struct Scraped {
     counts: Counts,
     workers: Vec<(String, u64, u64)>,
     online: usize,
+    /// The storage watch's filesystems: (path, free bytes, total bytes).
+    storage: Vec<(String, u64, u64)>,
+    /// Worker pools: (name, GPU seconds used, cost so far, enabled).
+    pools: Vec<(String, f64, f64, bool)>,
 }
 
 #[derive(Debug)]
@@ -83,6 +87,49 @@ impl Collector for QueueCollector {
             "waiting_jobs",
             "Jobs waiting, by participant",
             waiting,
+        )?;
+        let by_path = |pick: fn(&(String, u64, u64)) -> u64| -> Vec<(Labels, ConstGauge<i64>)> {
+            s.storage
+                .iter()
+                .map(|f| (vec![("path", f.0.clone())], ConstGauge::new(pick(f) as i64)))
+                .collect()
+        };
+        family(
+            &mut enc,
+            "storage_free_bytes",
+            "Free bytes on each filesystem the workshop writes to (state dir, Redis data)",
+            by_path(|f| f.1),
+        )?;
+        family(
+            &mut enc,
+            "storage_total_bytes",
+            "Size of each filesystem the workshop writes to",
+            by_path(|f| f.2),
+        )?;
+        let by_pool =
+            |pick: fn(&(String, f64, f64, bool)) -> f64| -> Vec<(Labels, ConstGauge<f64>)> {
+                s.pools
+                    .iter()
+                    .map(|p| (vec![("pool", p.0.clone())], ConstGauge::new(pick(p))))
+                    .collect()
+            };
+        family(
+            &mut enc,
+            "pool_gpu_seconds",
+            "GPU seconds the jobs run on each worker pool measured",
+            by_pool(|p| p.1),
+        )?;
+        family(
+            &mut enc,
+            "pool_cost",
+            "Cost so far of each worker pool (GPU hours × its price_per_gpu_hour)",
+            by_pool(|p| p.2),
+        )?;
+        family(
+            &mut enc,
+            "pool_enabled",
+            "1 while a worker pool takes jobs (enabled), 0 while parked or draining",
+            by_pool(|p| if p.3 { 1.0 } else { 0.0 }),
         )?;
         let one = |v: u64| vec![(Labels::new(), ConstGauge::new(v as i64))];
         family(
@@ -270,7 +317,30 @@ impl Metrics {
     }
 
     /// Reads the queue's numbers and renders everything.
-    pub async fn render(&self, queue: &Queue) -> Result<String, crate::error::AppError> {
+    pub async fn render(
+        &self,
+        queue: &Queue,
+        pool_configs: &[crate::config::PoolConfig],
+    ) -> Result<String, crate::error::AppError> {
+        let names: Vec<String> = pool_configs.iter().map(|p| p.name.clone()).collect();
+        let pools = queue
+            .pools(&names)
+            .await?
+            .into_iter()
+            .map(|p| {
+                let price = pool_configs
+                    .iter()
+                    .find(|c| c.name == p.name)
+                    .map_or(0.0, |c| c.price_per_gpu_hour);
+                let seconds = p.gpu_ms as f64 / 1000.0;
+                (
+                    p.name,
+                    seconds,
+                    seconds / 3600.0 * price,
+                    p.state == crate::pool::PoolState::Enabled,
+                )
+            })
+            .collect();
         let counts = queue.counts().await?;
         let online = queue.online().await?.len();
         let connected = queue.workers().await?;
@@ -296,12 +366,28 @@ impl Metrics {
             })
             .collect();
         workers.sort();
+        let storage: Vec<(String, u64, u64)> = queue
+            .storage()
+            .await?
+            .and_then(|r| r["filesystems"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap_or_default().to_string(),
+                    f["free_bytes"].as_u64().unwrap_or(0),
+                    f["total_bytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
         {
             let mut s = self.scraped.lock().unwrap_or_else(|e| e.into_inner());
             *s = Scraped {
                 counts,
                 workers,
                 online,
+                storage,
+                pools,
             };
         }
         let mut out = String::new();

@@ -4,10 +4,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod door;
 mod files;
 mod gateway;
 pub mod metrics;
 mod reaper;
+pub mod storage;
+pub mod warmup;
 
 use crate::queue::Queue;
 use axum::extract::State;
@@ -49,6 +52,16 @@ pub struct HubState {
     /// The last hour of queue depth and waiting time, for the dashboard's
     /// chart (filled by a background task, see `admin::samples`).
     pub samples: admin::samples::Samples,
+    /// The instructor's warm-up workflows, and who can be asked to rerun them.
+    pub warmups: Arc<warmup::Warmups>,
+    /// The configured worker pools (kind, price); their runtime state is
+    /// in the queue.
+    pub pools: Arc<Vec<crate::config::PoolConfig>>,
+    /// The front door at `/` (the workshop's name, its login limiter).
+    pub door: Arc<door::Door>,
+    /// Why each in-hub worker (a `comfyui_url` pool's) is not connected
+    /// yet, as it last found its ComfyUI.
+    pub starting: crate::worker::Starting,
 }
 
 impl HubState {
@@ -56,11 +69,52 @@ impl HubState {
     pub fn user_dir(&self, participant: &str) -> PathBuf {
         self.state_dir.join("users").join(participant)
     }
+
+    /// The logins in force: the credentials file's, each replaced by the
+    /// one the instructor reset (kept in the queue) — for `only` these
+    /// names, or for every name in the file and the workshop.
+    pub async fn current_logins(
+        &self,
+        only: Option<&[String]>,
+    ) -> Result<crate::auth::CredentialsFile, crate::error::AppError> {
+        use crate::auth::{Credentials, CredentialsFile};
+        use crate::error::AppError;
+        let mut file = match self.credentials_file.clone() {
+            None => CredentialsFile::default(),
+            Some(path) => tokio::task::spawn_blocking(move || {
+                if !path.exists() {
+                    return Ok(CredentialsFile::default());
+                }
+                CredentialsFile::load(&path).map_err(|e| AppError::internal(format!("{e:#}")))
+            })
+            .await
+            .map_err(AppError::internal)??,
+        };
+        let names: Vec<String> = match only {
+            Some(names) => {
+                file.logins.retain(|n, _| names.contains(n));
+                names.to_vec()
+            }
+            None => file
+                .logins
+                .keys()
+                .chain(self.participants.iter())
+                .cloned()
+                .collect(),
+        };
+        for n in names {
+            if let Some((password, token)) = self.queue.login(&n).await? {
+                file.logins.insert(n, Credentials { password, token });
+            }
+        }
+        Ok(file)
+    }
 }
 
 /// The hub's one route table.
 pub fn router(state: HubState) -> Router {
     Router::new()
+        .route("/", get(door::show).post(door::submit))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route(crate::protocol::CONNECT_PATH, get(gateway::connect))
@@ -74,7 +128,7 @@ pub fn router(state: HubState) -> Router {
 async fn metrics_text(
     State(s): State<HubState>,
 ) -> Result<impl axum::response::IntoResponse, crate::error::AppError> {
-    let text = s.metrics.render(&s.queue).await?;
+    let text = s.metrics.render(&s.queue, &s.pools).await?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -117,6 +171,34 @@ pub fn spawn_background(
         state.reap_interval,
         shutdown.clone(),
     ))
+}
+
+/// The hub's parts that come from the config beyond its state: the
+/// warm-up workflows (read and checked now), the pools' initial state and
+/// burst policy (where the instructor has not switched them at runtime),
+/// and the storage watch (started until `shutdown`).
+pub async fn from_config(
+    config: &crate::config::Config,
+    queue: &Queue,
+    state_dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<warmup::Warmups>> {
+    for p in &config.pools {
+        queue
+            .init_pool(&p.name, p.state, p.burst, p.max_concurrency)
+            .await?;
+    }
+    tokio::spawn(storage::watch(
+        queue.clone(),
+        state_dir.to_path_buf(),
+        config.storage.clone(),
+        shutdown.clone(),
+    ));
+    let paths: Vec<PathBuf> = config.warmup.iter().map(|w| w.workflow.clone()).collect();
+    Ok(Arc::new(warmup::Warmups::load(
+        &paths,
+        Duration::from_secs(config.hub.warmup_timeout_s),
+    )?))
 }
 
 /// Serves `app` on a TCP listener with Nagle off (worker and browser

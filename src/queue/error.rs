@@ -16,6 +16,11 @@ pub enum Refusal {
     AlreadyFinished,
     NotQueued,
     Invalid,
+    /// No worker connected or seen recently has every node and model file
+    /// the job needs.
+    NotOnAnyWorker,
+    /// The disks are nearly full: no new jobs until space is freed.
+    StorageFull,
 }
 
 impl Refusal {
@@ -31,6 +36,8 @@ impl Refusal {
             "already_finished" => Refusal::AlreadyFinished,
             "not_queued" => Refusal::NotQueued,
             "invalid" => Refusal::Invalid,
+            "not_on_any_worker" => Refusal::NotOnAnyWorker,
+            "storage_full" => Refusal::StorageFull,
             _ => return None,
         })
     }
@@ -47,6 +54,8 @@ impl Refusal {
             Refusal::AlreadyFinished => "already_finished",
             Refusal::NotQueued => "not_queued",
             Refusal::Invalid => "invalid",
+            Refusal::NotOnAnyWorker => "not_on_any_worker",
+            Refusal::StorageFull => "storage_full",
         }
     }
 }

@@ -108,9 +108,46 @@ impl Keys {
     pub fn caps(&self, worker: &str) -> String {
         self.scoped("caps", worker)
     }
+    /// String (expiring): the storage watch's level, `ok`, `warn` or
+    /// `refuse` (enqueue.lua refuses at `refuse`).
+    pub fn storage_level(&self) -> String {
+        self.global("storage_level")
+    }
+    /// String (expiring): the storage watch's last report (JSON).
+    pub fn storage(&self) -> String {
+        self.global("storage")
+    }
+    /// Set: the model-file tags a worker holds warm (lease.lua, report_warm.lua).
+    pub fn warm(&self, worker: &str) -> String {
+        self.scoped("warm", worker)
+    }
+    /// Hash: worker → the fencing token its warm set is about (lease.lua's
+    /// prediction or the agent's report, whichever is newer).
+    pub fn warm_tokens(&self) -> String {
+        self.global("warmtok")
+    }
+    /// Hash: one worker pool's `state`, `burst` policy and `gpu_ms` used.
+    pub fn pool(&self, name: &str) -> String {
+        self.scoped("pool", name)
+    }
+    /// Hash: worker → the pool it belongs to.
+    pub fn worker_pools(&self) -> String {
+        self.global("workerpool")
+    }
     /// String: a worker's ComfyUI `object_info`, stored once per digest.
     pub fn object_info(&self, digest: &str) -> String {
         self.scoped("objinfo", digest)
+    }
+    /// Hash: workers seen (id → JSON: catalogue digest, model inputs, when
+    /// last seen), kept after they disconnect; their `caps` sets likewise.
+    pub fn known(&self) -> String {
+        self.global("known")
+    }
+    /// Sorted set: workers by when they were last seen (registered or
+    /// disconnected, ms): a disconnected worker still counts for what jobs
+    /// the workshop can run while it is recent.
+    pub fn seen(&self) -> String {
+        self.global("seen")
     }
     /// Hash: connected workers (id → JSON description), kept by the hub.
     pub fn workers(&self) -> String {

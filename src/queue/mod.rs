@@ -18,6 +18,7 @@ pub use reads::{
 };
 
 use crate::clock::now_ms;
+use crate::pool::{Burst, PoolState};
 use futures_util::StreamExt;
 use keys::Keys;
 use redis::aio::ConnectionManager;
@@ -29,6 +30,30 @@ use tokio::sync::mpsc;
 /// Script arguments: each value as Redis argument bytes.
 macro_rules! argv {
     ($($a:expr),* $(,)?) => { vec![$(ToRedisArgs::to_redis_args(&$a)),*] };
+}
+
+/// A pool as the queue keeps it (see [`Queue::pools`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolStatus {
+    pub name: String,
+    pub state: PoolState,
+    pub burst: Burst,
+    /// GPU time its workers' finished jobs measured.
+    pub gpu_ms: u64,
+    /// Workers that joined it (connected now or before).
+    pub workers: Vec<String>,
+}
+
+/// A worker that counts for what the workshop can run (see
+/// [`Queue::known_workers`]).
+#[derive(Clone, Debug)]
+pub struct KnownWorker {
+    pub id: String,
+    /// What its agent registered: `{"object_info_digest", "model_inputs"}`.
+    pub description: serde_json::Value,
+    pub connected: bool,
+    /// When it was last seen (registered or disconnected), ms.
+    pub seen_ms: u64,
 }
 
 /// Tunables of the queue (from the `[queue]` config section).
@@ -44,6 +69,19 @@ pub struct QueueSettings {
     /// How many candidates a lease looks at per structure to find one the
     /// worker is eligible for.
     pub scan_limit: u32,
+    /// How long a disconnected worker still counts as one that can run
+    /// jobs: its catalogue stays in the editors' list and jobs only it can
+    /// run are accepted (they wait for it).
+    pub known_worker_ms: u64,
+    /// Model affinity at start (switchable at runtime): a worker gets a job
+    /// whose model files it holds warm before one the policy would hand
+    /// out first, within `affinity_window` and `affinity_max_passes`.
+    pub affinity: bool,
+    /// How many jobs (in policy order) a lease looks at for a warm one.
+    pub affinity_window: u32,
+    /// How often one job may be passed over for another (at most): the
+    /// bound on what affinity costs anyone.
+    pub affinity_max_passes: u32,
 }
 
 impl Default for QueueSettings {
@@ -57,6 +95,10 @@ impl Default for QueueSettings {
             default_job_ms: 20_000,
             default_mode: Mode::FairShare,
             scan_limit: 64,
+            known_worker_ms: 24 * 3600 * 1000,
+            affinity: true,
+            affinity_window: 12,
+            affinity_max_passes: 4,
         }
     }
 }
@@ -236,9 +278,26 @@ impl Queue {
                     &s.max_prompt_bytes,
                     &requires,
                     &job.name,
+                    &s.known_worker_ms,
                 ],
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The script names the first tag no worker has ("" when
+                // each is somewhere, but no one worker has them all).
+                QueueError::Refused {
+                    refusal: Refusal::NotOnAnyWorker,
+                    message,
+                } => QueueError::refused(
+                    Refusal::NotOnAnyWorker,
+                    if message.is_empty() {
+                        "no single worker has every node and model file this workflow needs".into()
+                    } else {
+                        format!("{} is on no worker", crate::catalogue::describe(&message))
+                    },
+                ),
+                e => e,
+            })?;
         let number = parse(reply.get(1), "job number")?;
         self.wait_aof().await;
         Ok(Enqueued { id, number })
@@ -281,6 +340,9 @@ impl Queue {
                     &s.default_job_ms,
                     &s.scan_limit,
                     &s.default_mode.as_str(),
+                    &s.affinity_window,
+                    if s.affinity { "1" } else { "0" },
+                    &s.affinity_max_passes,
                 ],
             )
             .await?;
@@ -446,6 +508,173 @@ impl Queue {
     }
 
     /// Switches the scheduling policy; effective on the next lease.
+    /// Switches model affinity on or off (kept in Redis; effective on the
+    /// next lease).
+    pub async fn set_affinity(&self, on: bool) -> Result<(), QueueError> {
+        self.run(
+            &scripts::scripts().set_affinity,
+            argv![if on { "1" } else { "0" }],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records what a worker's agent says its ComfyUI holds loaded (model
+    /// file tags) as of the last job it ran to its end (`as_of`, that job's
+    /// fencing token; 0: none). Ignored (`false`) when a later lease
+    /// already predicts what the worker will hold.
+    pub async fn report_warm(
+        &self,
+        worker: &str,
+        as_of: u64,
+        files: &[String],
+    ) -> Result<bool, QueueError> {
+        check_name("worker", worker)?;
+        let mut args = argv![worker, as_of];
+        args.extend(files.iter().map(|t| t.to_redis_args()));
+        let r = self.run(&scripts::scripts().report_warm, args).await?;
+        Ok(r.first().map(String::as_str) == Some("ok"))
+    }
+
+    /// The model files a worker holds warm (tags, see `catalogue`): what
+    /// its agent last reported, or the files of a job leased to it since.
+    pub async fn warm_models(&self, worker: &str) -> Result<Vec<String>, QueueError> {
+        check_name("worker", worker)?;
+        let mut v: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.warm(worker))
+            .query_async(&mut self.conn())
+            .await?;
+        v.sort();
+        Ok(v)
+    }
+
+    /// For each job: whether no connected worker can run it now (it waits
+    /// for one that has its nodes or models to come back).
+    pub async fn waiting_for_absent_worker(
+        &self,
+        jobs: &[String],
+    ) -> Result<Vec<bool>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut p = redis::pipe();
+        for j in jobs {
+            p.cmd("HGET").arg(self.keys.job(j)).arg("requires");
+        }
+        let all: Vec<Option<String>> = p.query_async(&mut self.conn()).await?;
+        let workers: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await?;
+        let tags: Vec<Vec<&str>> = all
+            .iter()
+            .map(|r| {
+                r.as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
+            .collect();
+        if workers.is_empty() {
+            return Ok(tags.iter().map(|t| !t.is_empty()).collect());
+        }
+        // Two round trips whatever the numbers: which workers reported a
+        // catalogue, and every (job, worker) match.
+        let mut p = redis::pipe();
+        for w in &workers {
+            p.cmd("EXISTS").arg(self.keys.caps(w));
+        }
+        let reported: Vec<bool> = p.query_async(&mut self.conn()).await?;
+        let mut p = redis::pipe();
+        let mut asked = 0;
+        for t in tags.iter().filter(|t| !t.is_empty()) {
+            for w in &workers {
+                p.cmd("SMISMEMBER").arg(self.keys.caps(w)).arg(t);
+                asked += 1;
+            }
+        }
+        let has: Vec<Vec<bool>> = if asked > 0 {
+            p.query_async(&mut self.conn()).await?
+        } else {
+            vec![]
+        };
+        let mut rows = has.chunks(workers.len());
+        let out = tags
+            .iter()
+            .map(|t| {
+                if t.is_empty() {
+                    return false;
+                }
+                let row = rows.next().unwrap_or_default();
+                // A worker that reported no catalogue runs anything.
+                let runnable = reported
+                    .iter()
+                    .zip(row)
+                    .any(|(rep, has)| !rep || has.iter().all(|h| *h));
+                !runnable
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Publishes the storage watch's level and report for `ttl` (they expire
+    /// when the hub stops publishing).
+    pub async fn set_storage(
+        &self,
+        level: &str,
+        report: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let ms = ttl.as_millis() as u64;
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.storage_level())
+            .arg(level)
+            .arg("PX")
+            .arg(ms)
+            .ignore()
+            .cmd("SET")
+            .arg(self.keys.storage())
+            .arg(report)
+            .arg("PX")
+            .arg(ms)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The storage watch's last report, if a hub published one recently.
+    pub async fn storage(&self) -> Result<Option<serde_json::Value>, QueueError> {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.keys.storage())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(v.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Redis's data directory (`CONFIG GET dir`), where it can tell.
+    pub async fn redis_data_dir(&self) -> Result<Option<String>, QueueError> {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("dir")
+            .query_async(&mut self.conn())
+            .await
+            .unwrap_or_default();
+        Ok(v.get(1).cloned())
+    }
+
+    /// Forgets what a worker holds warm (its ComfyUI restarted).
+    pub async fn clear_warm(&self, worker: &str) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.warm(worker))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_mode(&self, mode: Mode) -> Result<(), QueueError> {
         self.run(&scripts::scripts().set_mode, argv![&mode.as_str()])
             .await?;
@@ -735,6 +964,117 @@ impl Queue {
             .await?)
     }
 
+    /// Puts `worker` in `pool` (lease.lua checks the pool's state and burst
+    /// policy for each lease; finish.lua adds its jobs' GPU time there).
+    pub async fn set_worker_pool(&self, worker: &str, pool: &str) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        check_name("pool", pool)?;
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.keys.worker_pools())
+            .arg(worker)
+            .arg(pool)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// A pool's state and burst policy from the config, where the
+    /// instructor has not set them at runtime (their switches persist).
+    /// `max_concurrency` (0: no limit) is the config's alone: always written.
+    pub async fn init_pool(
+        &self,
+        name: &str,
+        state: PoolState,
+        burst: Burst,
+        max_concurrency: u32,
+    ) -> Result<(), QueueError> {
+        check_name("pool", name)?;
+        self.run(
+            &scripts::scripts().set_pool,
+            argv![
+                name,
+                "init",
+                state.as_str(),
+                burst.to_string(),
+                max_concurrency
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The instructor switches a pool (`None` leaves that part as it is);
+    /// answers the pool's state and burst policy now.
+    pub async fn set_pool(
+        &self,
+        name: &str,
+        state: Option<PoolState>,
+        burst: Option<Burst>,
+    ) -> Result<(PoolState, Burst), QueueError> {
+        check_name("pool", name)?;
+        let r = self
+            .run(
+                &scripts::scripts().set_pool,
+                argv![
+                    name,
+                    "set",
+                    state.map(PoolState::as_str).unwrap_or(""),
+                    burst.map(|b| b.to_string()).unwrap_or_default(),
+                    ""
+                ],
+            )
+            .await?;
+        let get = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
+        Ok((
+            get(1).parse().unwrap_or_default(),
+            get(2).parse().unwrap_or_default(),
+        ))
+    }
+
+    /// Every pool named by the config or by a worker that joined one: its
+    /// state, burst policy, GPU time used and the workers in it.
+    pub async fn pools(&self, configured: &[String]) -> Result<Vec<PoolStatus>, QueueError> {
+        let members: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.worker_pools())
+            .query_async(&mut self.conn())
+            .await?;
+        let mut names: std::collections::BTreeSet<String> = configured.iter().cloned().collect();
+        names.extend(members.values().cloned());
+        let names: Vec<String> = names.into_iter().collect();
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut p = redis::pipe();
+        for n in &names {
+            p.cmd("HMGET")
+                .arg(self.keys.pool(n))
+                .arg("state")
+                .arg("burst")
+                .arg("gpu_ms");
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<u64>)> =
+            p.query_async(&mut self.conn()).await?;
+        Ok(names
+            .into_iter()
+            .zip(rows)
+            .map(|(name, (state, burst, gpu_ms))| {
+                let mut workers: Vec<String> = members
+                    .iter()
+                    .filter(|(_, p)| **p == name)
+                    .map(|(w, _)| w.clone())
+                    .collect();
+                workers.sort();
+                PoolStatus {
+                    state: state.and_then(|s| s.parse().ok()).unwrap_or_default(),
+                    burst: burst.and_then(|b| b.parse().ok()).unwrap_or_default(),
+                    gpu_ms: gpu_ms.unwrap_or(0),
+                    workers,
+                    name,
+                }
+            })
+            .collect())
+    }
+
     /// Records (or, with `None`, removes) a connected worker's description.
     pub async fn set_worker(&self, worker: &str, info: Option<&str>) -> Result<(), QueueError> {
         check_name("worker", worker)?;
@@ -764,11 +1104,88 @@ impl Queue {
 
     /// Records a worker's capability tags (replacing earlier ones).
     pub async fn register_caps(&self, worker: &str, tags: &[String]) -> Result<(), QueueError> {
+        self.register_catalogue(worker, &serde_json::json!({}), tags)
+            .await
+    }
+
+    /// Records what a worker can run: its capability tags and a description
+    /// of its catalogue (digest, model inputs) that outlives its connection
+    /// by `known_worker_ms`.
+    pub async fn register_catalogue(
+        &self,
+        worker: &str,
+        description: &serde_json::Value,
+        tags: &[String],
+    ) -> Result<(), QueueError> {
         check_name("worker", worker)?;
-        let mut args = argv![worker];
+        let mut args = argv![worker, description.to_string()];
         args.extend(tags.iter().map(|t| t.to_redis_args()));
         self.run(&scripts::scripts().register_caps, args).await?;
         Ok(())
+    }
+
+    /// Notes that a worker was just seen (it disconnected): it keeps
+    /// counting for `known_worker_ms` from now.
+    pub async fn worker_seen(&self, worker: &str) -> Result<(), QueueError> {
+        check_name("worker", worker)?;
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.keys.seen())
+            .arg(now_ms())
+            .arg(worker)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The workers that count for what the workshop can run: connected, or
+    /// seen within `known_worker_ms`; each with its catalogue description
+    /// (sorted by id).
+    pub async fn known_workers(&self) -> Result<Vec<KnownWorker>, QueueError> {
+        let cutoff = now_ms().saturating_sub(self.settings.known_worker_ms);
+        type Reply = (
+            std::collections::HashMap<String, String>,
+            Vec<(String, u64)>,
+            Vec<String>,
+        );
+        let (described, seen, connected): Reply = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.keys.known())
+            .cmd("ZRANGE")
+            .arg(self.keys.seen())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("HKEYS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await?;
+        let seen: std::collections::HashMap<String, u64> = seen.into_iter().collect();
+        // A connected worker that registered no catalogue description (an
+        // older agent) is described by its connection record.
+        let mut described = described;
+        if connected.iter().any(|w| !described.contains_key(w)) {
+            let records = self.workers().await?;
+            for w in &connected {
+                if let (false, Some(r)) = (described.contains_key(w), records.get(w)) {
+                    described.insert(w.clone(), r.clone());
+                }
+            }
+        }
+        let mut out: Vec<KnownWorker> = described
+            .into_iter()
+            .filter_map(|(id, d)| {
+                let is_connected = connected.contains(&id);
+                let seen_ms = seen.get(&id).copied().unwrap_or(0);
+                (is_connected || seen_ms >= cutoff).then(|| KnownWorker {
+                    description: serde_json::from_str(&d).unwrap_or_default(),
+                    connected: is_connected,
+                    seen_ms,
+                    id,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// Subscribes to the change notices of one participant (`Some`) or of

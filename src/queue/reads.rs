@@ -53,6 +53,8 @@ pub struct RuntimeSettings {
     pub paused_submit: bool,
     pub paused_dispatch: bool,
     pub max_pending_per_participant: u32,
+    /// Model affinity (warm models first, within the pass bound).
+    pub affinity: bool,
 }
 
 /// A participant as the instructor sees them.
@@ -202,6 +204,10 @@ impl Queue {
             paused_dispatch: h.get("paused_dispatch").map(String::as_str) == Some("1"),
             max_pending_per_participant: num(h, "max_pending")
                 .unwrap_or(self.settings.max_pending_per_participant),
+            affinity: match h.get("affinity").map(String::as_str) {
+                Some(v) => v == "1",
+                None => self.settings.affinity,
+            },
         }
     }
 

@@ -19,6 +19,34 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+/// How often the agent re-reads its ComfyUI's catalogue (a model file
+/// added or removed, a custom node installed); the digest decides whether
+/// the hub hears about it.
+const CATALOGUE_EVERY: Duration = Duration::from_secs(5);
+
+/// What this worker's ComfyUI can run, as the hub is told.
+#[derive(Clone)]
+struct Catalogue {
+    digest: String,
+    object_info: serde_json::Value,
+    caps: Vec<String>,
+    model_inputs: Vec<(String, String)>,
+}
+
+impl Catalogue {
+    /// Reads ComfyUI's catalogue and model folders.
+    async fn read(comfy: &ComfyClient, object_info: serde_json::Value) -> Self {
+        let files = comfy.model_files().await;
+        let inputs = crate::catalogue::model_inputs(&object_info, files.as_ref());
+        Self {
+            digest: object_info_digest(&object_info),
+            caps: crate::catalogue::caps(&object_info, &inputs),
+            model_inputs: inputs.into_iter().collect(),
+            object_info,
+        }
+    }
+}
+
 /// How one agent is set up.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -28,7 +56,18 @@ pub struct AgentConfig {
     pub token: String,
     pub capacity: u32,
     pub heartbeat: Duration,
+    /// The pool it belongs to (`pool::DEFAULT_POOL` unless configured).
+    pub pool: String,
+    /// Request headers sent to ComfyUI (a remote one's auth); never logged.
+    pub headers: Vec<(String, String)>,
+    /// Where an in-hub worker says why it has not connected yet (its
+    /// ComfyUI does not answer: cold, refused, unreachable), for the
+    /// instructor's pool view; `None` for a standalone agent.
+    pub starting: Option<Starting>,
 }
+
+/// In-hub workers' reasons for not being connected yet, by worker id.
+pub type Starting = Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
 
 /// The agent's memory of its jobs, kept across hub reconnects.
 #[derive(Default)]
@@ -56,17 +95,30 @@ impl Jobs {
 
 /// Runs the agent until `shutdown`.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let comfy = Arc::new(ComfyClient::new(
+    let comfy = Arc::new(ComfyClient::with_headers(
         &cfg.comfyui_url,
         &format!("comfy-multi-{}", cfg.id),
+        &cfg.headers,
     )?);
     let hub = HubClient::new(&cfg.hub_url, &cfg.token);
     let events = Dispatcher::default();
     tokio::spawn(events.clone().run(comfy.clone(), shutdown.clone()));
-    let Some((object_info, stats)) = wait_for_comfyui(&comfy, &shutdown).await else {
+    let note = |reason: Option<String>| {
+        if let Some(s) = &cfg.starting {
+            let mut m = s.lock().unwrap_or_else(|e| e.into_inner());
+            match reason {
+                Some(r) => m.insert(cfg.id.clone(), r),
+                None => m.remove(&cfg.id),
+            };
+        }
+    };
+    let Some((object_info, stats)) = wait_for_comfyui(&comfy, &shutdown, &note).await else {
         return Ok(());
     };
-    let digest = object_info_digest(&object_info);
+    note(None);
+    let first = Catalogue::read(&comfy, object_info.clone()).await;
+    let loaded = super::loaded::Loaded::new(first.model_inputs.iter().cloned());
+    let catalogue = Arc::new(std::sync::Mutex::new(first));
     // One ordered channel from the job tasks: a job's events always reach
     // the hub before its result.
     let (out_tx, mut out_rx) = mpsc::channel::<WorkerMsg>(1024);
@@ -76,6 +128,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         events: events.clone(),
         object_info: Arc::new(object_info.clone()),
         out: out_tx,
+        loaded,
     });
     let mut jobs = Jobs::default();
     let mut backoff = Duration::from_millis(200);
@@ -98,8 +151,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         let session = Session {
             cfg: &cfg,
             ctx: &ctx,
-            digest: &digest,
-            object_info: &object_info,
+            catalogue: &catalogue,
             stats: &stats,
         };
         if let Err(e) = session.serve(ws, &mut jobs, &mut out_rx, &shutdown).await {
@@ -113,6 +165,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
 async fn wait_for_comfyui(
     comfy: &ComfyClient,
     shutdown: &CancellationToken,
+    note: &(dyn Fn(Option<String>) + Sync),
 ) -> Option<(serde_json::Value, serde_json::Value)> {
     let mut warned = false;
     loop {
@@ -121,11 +174,13 @@ async fn wait_for_comfyui(
                 let stats = comfy.system_stats().await.unwrap_or_default();
                 return Some((info, stats));
             }
-            Err(e) if !warned => {
-                tracing::warn!("waiting for ComfyUI: {e}");
-                warned = true;
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("waiting for ComfyUI: {e}");
+                    warned = true;
+                }
+                note(Some(e.to_string()));
             }
-            Err(_) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -137,8 +192,7 @@ async fn wait_for_comfyui(
 struct Session<'a> {
     cfg: &'a AgentConfig,
     ctx: &'a Arc<JobCtx>,
-    digest: &'a str,
-    object_info: &'a serde_json::Value,
+    catalogue: &'a Arc<std::sync::Mutex<Catalogue>>,
     stats: &'a serde_json::Value,
 }
 
@@ -165,24 +219,36 @@ impl Session<'_> {
                 token: *token,
             })
             .collect();
+        let cat = self.catalogue.lock().unwrap().clone();
         send(
             &mut ws,
             &WorkerMsg::Register {
                 worker: self.cfg.id.clone(),
                 capacity: self.cfg.capacity,
                 comfyui_url: self.cfg.comfyui_url.clone(),
-                object_info_digest: self.digest.to_string(),
+                object_info_digest: cat.digest,
                 system_stats: self.stats.clone(),
                 holding,
+                caps: cat.caps,
+                model_inputs: cat.model_inputs,
+                pool: Some(self.cfg.pool.clone()),
             },
         )
         .await?;
         for msg in jobs.outbox.values() {
             send(&mut ws, msg).await?;
         }
+        // What ComfyUI holds loaded: now, and whenever it changes.
+        let mut loaded = self.ctx.loaded.subscribe();
+        loaded.mark_changed();
         let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        // After a pause (the process was stopped, the machine slept) one beat,
+        // not a burst of every missed one.
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(Duration::from_secs(1));
         let mut healthy = true;
+        let mut refresh = tokio::time::interval(CATALOGUE_EVERY);
+        refresh.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -200,7 +266,11 @@ impl Session<'_> {
                     self.on_hub(msg, &mut ws, jobs, &mut beat).await?;
                 }
                 Some(msg) = out_rx.recv() => {
-                    let Some((job, token)) = msg.job() else { continue };
+                    let Some((job, token)) = msg.job() else {
+                        // Not about a job (a warm-up's report): as it is.
+                        send(&mut ws, &msg).await?;
+                        continue;
+                    };
                     let job = job.to_string();
                     // Events and results of an attempt that was dropped or
                     // replaced by a newer lease go nowhere.
@@ -223,10 +293,22 @@ impl Session<'_> {
                         send(&mut ws, &msg).await?;
                     }
                 }
+                Ok(()) = loaded.changed() => {
+                    let r = loaded.borrow_and_update().clone();
+                    send(&mut ws, &WorkerMsg::Loaded { files: r.files, as_of: r.as_of }).await?;
+                }
+                _ = refresh.tick() => {
+                    if let Some(msg) = self.refresh_catalogue().await {
+                        send(&mut ws, &msg).await?;
+                    }
+                }
                 _ = health.tick() => {
                     let up = self.ctx.events.is_connected();
                     if up != healthy {
                         healthy = up;
+                        if !up {
+                            self.ctx.loaded.cleared();
+                        }
                         let message = if up { "ComfyUI is back".to_string() } else { "ComfyUI is unreachable".to_string() };
                         send(&mut ws, &WorkerMsg::Health { healthy: up, message }).await?;
                     }
@@ -254,14 +336,16 @@ impl Session<'_> {
                         .min(Duration::from_millis(lease_ms / 3).max(Duration::from_millis(50)));
                     if every != beat.period() {
                         *beat = tokio::time::interval(every);
+                        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 }
                 if need_object_info {
+                    let cat = self.catalogue.lock().unwrap().clone();
                     send(
                         ws,
                         &WorkerMsg::ObjectInfo {
-                            digest: self.digest.to_string(),
-                            data: self.object_info.clone(),
+                            digest: cat.digest,
+                            data: cat.object_info,
                         },
                     )
                     .await?;
@@ -325,8 +409,38 @@ impl Session<'_> {
                 }
             }
             HubMsg::Error { message } => tracing::warn!("hub: {message}"),
+            HubMsg::Warmup { id, prompt } => {
+                tracing::info!(warmup = %id, "warm-up requested");
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let report = super::warmup::run(&ctx.comfy, id, prompt.clone()).await;
+                    if let WorkerMsg::WarmupDone { error, .. } = &report {
+                        ctx.loaded.warmed(&prompt, error.is_none());
+                    }
+                    let _ = ctx.out.send(report).await;
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Re-reads ComfyUI's catalogue; the message for the hub when it
+    /// changed (`None` when it did not, or ComfyUI does not answer now).
+    async fn refresh_catalogue(&self) -> Option<WorkerMsg> {
+        let info = self.ctx.comfy.object_info().await.ok()?;
+        if object_info_digest(&info) == self.catalogue.lock().unwrap().digest {
+            return None;
+        }
+        let cat = Catalogue::read(&self.ctx.comfy, info).await;
+        tracing::info!(caps = cat.caps.len(), "ComfyUI's catalogue changed");
+        self.ctx.loaded.set_inputs(cat.model_inputs.iter().cloned());
+        *self.catalogue.lock().unwrap() = cat.clone();
+        Some(WorkerMsg::Catalogue {
+            object_info_digest: cat.digest,
+            data: cat.object_info,
+            caps: cat.caps,
+            model_inputs: cat.model_inputs,
+        })
     }
 
     /// On shutdown: unfinished jobs go back to the queue at once.

@@ -181,18 +181,40 @@ pub struct ComfyClient {
     base: String,
     http: reqwest::Client,
     client_id: String,
+    /// Sent with every request and the socket's handshake (a remote
+    /// ComfyUI's auth); values marked sensitive, so never printed.
+    headers: reqwest::header::HeaderMap,
 }
 
 impl ComfyClient {
     /// A client for the ComfyUI at `base_url` (http or https, optionally
     /// with a path prefix); its events go to socket `client_id`.
     pub fn new(base_url: &str, client_id: &str) -> Result<Self, ComfyError> {
+        Self::with_headers(base_url, client_id, &[])
+    }
+
+    /// The same, sending `headers` with every request (e.g. a bearer token
+    /// or a proxy's key and secret in front of a rented ComfyUI).
+    pub fn with_headers(
+        base_url: &str,
+        client_id: &str,
+        headers: &[(String, String)],
+    ) -> Result<Self, ComfyError> {
         let base = normalize_base(base_url)?;
         if client_id.is_empty() {
             return Err(ComfyError::BadArgument("empty client_id".into()));
         }
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            let bad = || ComfyError::BadArgument(format!("header {name:?} is not valid"));
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| bad())?;
+            v.set_sensitive(true);
+            map.append(n, v);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .default_headers(map.clone())
             .build()
             .map_err(|e| ComfyError::BadUrl {
                 url: base_url.into(),
@@ -202,6 +224,7 @@ impl ComfyClient {
             base,
             http,
             client_id: client_id.into(),
+            headers: map,
         })
     }
 
@@ -222,6 +245,28 @@ impl ComfyClient {
     /// `GET /object_info`: every node class and its inputs.
     pub async fn object_info(&self) -> Result<Value, ComfyError> {
         self.get_json(self.url("/object_info")?).await
+    }
+
+    /// The files of ComfyUI's model folders (`GET /models`, then
+    /// `/models/{folder}` each), or `None` when this ComfyUI has no such
+    /// routes (older ones) or answers them with something else.
+    pub async fn model_files(&self) -> Option<std::collections::HashSet<String>> {
+        let folders = self.get_json(self.url("/models").ok()?).await.ok()?;
+        let mut files = std::collections::HashSet::new();
+        for folder in folders.as_array()?.iter().filter_map(Value::as_str) {
+            let mut url = self.url("/models").ok()?;
+            url.path_segments_mut().ok()?.push(folder);
+            if let Ok(list) = self.get_json(url).await {
+                files.extend(
+                    list.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string),
+                );
+            }
+        }
+        Some(files)
     }
 
     /// `POST /upload/image` (multipart `image`, `subfolder`, `type=input`,
@@ -371,8 +416,12 @@ impl ComfyClient {
         let config = WebSocketConfig::default()
             .max_message_size(Some(WS_MAX_MESSAGE))
             .max_frame_size(Some(WS_MAX_MESSAGE));
-        let connect =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
+            .map_err(|e| ws_err(error_chain(&e)))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         let (mut ws, _) = tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, connect)
             .await
             .map_err(|_| ws_err(format!("no handshake within {WS_HANDSHAKE_TIMEOUT:?}")))?

@@ -5,7 +5,9 @@ pub mod agent;
 pub mod comfyui;
 mod events;
 pub mod hub_client;
+mod loaded;
 pub mod prompt;
 mod run;
+mod warmup;
 
-pub use agent::{run as run_agent, AgentConfig};
+pub use agent::{run as run_agent, AgentConfig, Starting};

@@ -13,7 +13,7 @@ use crate::protocol::WorkerMsg;
 use crate::queue::{JobError, Lease, Outcome};
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -27,6 +27,8 @@ pub struct JobCtx {
     pub object_info: Arc<Value>,
     /// Messages for the hub (events, started; best-effort).
     pub out: mpsc::Sender<WorkerMsg>,
+    /// What ComfyUI holds loaded (updated as jobs end).
+    pub loaded: super::loaded::Loaded,
 }
 
 /// Why a job ended without a result of its own.
@@ -159,6 +161,10 @@ async fn follow(
     let mut outputs = Map::new();
     let mut started: Option<Instant> = None;
     let mut cancelling = false;
+    // Nodes that executed or were served from ComfyUI's cache: their
+    // loaders' files are what it holds loaded once the prompt ends.
+    let mut touched: HashSet<String> = HashSet::new();
+    let ran = |touched: &HashSet<String>| ctx.loaded.ran(lease.token, &lease.prompt, touched);
     let emit = |event: Value| {
         let _ = ctx.out.try_send(WorkerMsg::Event {
             job: job.to_string(),
@@ -212,14 +218,20 @@ async fn follow(
                     json!({"type": "execution_start", "data": data(json!({"timestamp": now_ms()}))}),
                 );
             }
-            ComfyEvent::ExecutionCached { nodes, .. } => emit(
-                json!({"type": "execution_cached", "data": data(json!({"nodes": nodes, "timestamp": now_ms()}))}),
-            ),
+            ComfyEvent::ExecutionCached { nodes, .. } => {
+                touched.extend(nodes.iter().cloned());
+                emit(
+                    json!({"type": "execution_cached", "data": data(json!({"nodes": nodes, "timestamp": now_ms()}))}),
+                )
+            }
             ComfyEvent::Executing {
                 node: Some(node), ..
-            } => emit(
-                json!({"type": "executing", "data": data(json!({"node": node, "display_node": node}))}),
-            ),
+            } => {
+                touched.insert(node.clone());
+                emit(
+                    json!({"type": "executing", "data": data(json!({"node": node, "display_node": node}))}),
+                )
+            }
             ComfyEvent::Progress {
                 node, value, max, ..
             } => emit(
@@ -255,6 +267,7 @@ async fn follow(
                     // Finished before the interrupt landed: keep the result.
                 }
                 add_cached_outputs(ctx, lease, pid, sub, &mut outputs).await?;
+                ran(&touched);
                 emit(
                     json!({"type": "execution_success", "data": data(json!({"timestamp": now_ms()}))}),
                 );
@@ -266,6 +279,7 @@ async fn follow(
                     m.remove("current_inputs");
                     m.remove("current_outputs");
                 }
+                ran(&touched);
                 emit(json!({"type": "execution_error", "data": data(d.clone())}));
                 let message = d
                     .get("exception_message")
@@ -281,6 +295,7 @@ async fn follow(
                 return Ok((Outcome::Failed, Value::Object(outputs), Some(err), gpu()));
             }
             ComfyEvent::ExecutionInterrupted { data: d, .. } => {
+                ran(&touched);
                 emit(json!({"type": "execution_interrupted", "data": data(d)}));
                 return Ok((Outcome::Cancelled, Value::Object(outputs), None, gpu()));
             }

@@ -11,7 +11,8 @@
 // "request: <what>" on stdout and reads one JSON line ({"ok": true, …} or
 // {"ok": false, "error": …}) from stdin. Requests: `enqueue PARTICIPANT
 // NAME…` (-> id), `run ID` (gpu0 leases and starts it), `progress ID
-// PARTICIPANT VALUE MAX`, `check-status ID STATUS`, `check-mode MODE`,
+// PARTICIPANT VALUE MAX`, `check-workflow FILE` (in user01's workflows), `warm FILE` (gpu0 reports FILE loaded, warm-up 1/2
+// running), `check-status ID STATUS`, `check-mode MODE`,
 // `check-order ID…`, `check-broadcast`, `check-locked NAME`, `check-paused`.
 //
 // Writes DIR/NN-step.png after every step (and on failure),
@@ -25,7 +26,8 @@
 //   body[data-paused], body[data-mode]
 //   #queue-rows tr[data-job-id=ID][data-state=waiting|running], buttons [data-action=up|down|prioritize|cancel]
 //   #participant-rows tr[data-participant=NAME] [data-online], [data-action=lock|unlock|clear|max-pending]
-//   #worker-cards [data-worker-id=ID][data-state], [data-progress-job=ID][data-progress=PCT]
+//   #worker-cards [data-worker-id=ID][data-state], [data-progress-job=ID][data-progress=PCT],
+//     .warm-models, .warmup[data-warmup=running|done|failed|none]
 //   [data-mode=fifo|round_robin|fair_share][aria-pressed], #pause-toggle, #broadcast-text, #broadcast-send
 //   #error (#error-text), #gallery-panel, #gallery-grid .thumb, #overlay
 //   participant toasts: [data-testid=toast-viewport] [data-testid=toast]
@@ -253,6 +255,19 @@ try {
     };
   });
 
+  // 6b. What the worker holds loaded and how far its warm-up is.
+  await step('the-worker-card-shows-its-warm-model-and-warm-up', page, async () => {
+    await request('warm sd15-demo.safetensors');
+    const card = page.locator('#worker-cards [data-worker-id=gpu0]');
+    // Worker cards refresh with the dashboard's poll (10 s).
+    await card.locator('.warmup[data-warmup=running]').waitFor({ timeout: left(15000) });
+    const warm = (await card.locator('.warm-models').innerText()).trim();
+    if (!warm.includes('sd15-demo.safetensors')) throw new Error(`warm models: ${warm}`);
+    const warmup = (await card.locator('.warmup').innerText()).trim();
+    if (!warmup.includes('1/2')) throw new Error(`warm-up: ${warmup}`);
+    return { warm, warmup };
+  });
+
   // 7. Move up and the priority lane reorder the queue.
   await step('move-and-priority-reorder-the-queue', page, async () => {
     const b = (await request('enqueue user02 Portrait')).id;
@@ -282,6 +297,32 @@ try {
     return {
       toast: (await toast.first().innerText()).replace(/\s+/g, ' ').trim(),
       box_cleared: (await page.locator('#broadcast-text').inputValue()) === '',
+    };
+  });
+
+  // 8b. A workflow sent from here opens in the participant's editor, in a
+  // new tab, with a toast; it is saved in their workflows.
+  await step('a-workflow-sent-opens-in-the-editor', editor, async () => {
+    const workflow = {
+      last_node_id: 1, last_link_id: 0, links: [], groups: [], config: {}, extra: {}, version: 0.4,
+      nodes: [{ id: 1, type: 'EmptyImage', title: 'Sent by the instructor', pos: [100, 100], size: [315, 130],
+        flags: {}, order: 0, mode: 0, inputs: [], outputs: [{ name: 'IMAGE', type: 'IMAGE', links: null }],
+        properties: {}, widgets_values: [512, 512, 1, 0] }],
+    };
+    await page.locator('#push-file').setInputFiles({
+      name: 'Lesson 2.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(workflow)),
+    });
+    await page.locator('#push-to').fill(opts.user);
+    await page.locator('#push-send').click();
+    await page.locator('#push-last').filter({ hasText: 'sent to 1 participant' }).waitFor({ timeout: left(5000) });
+    const toast = editor.locator('[data-testid=toast-viewport] [data-testid=toast]').filter({ hasText: 'Lesson 2' });
+    await toast.first().waitFor({ timeout: left(15000) });
+    await editor.waitForFunction(() => (window.app?.graph?._nodes || []).some((n) => n.title === 'Sent by the instructor'),
+      null, { timeout: left(10000) });
+    await request('check-workflow Lesson 2.json');
+    return {
+      toast: (await toast.first().innerText()).replace(/\s+/g, ' ').trim(),
+      active: await editor.evaluate(() => window.app?.extensionManager?.workflow?.activeWorkflow?.path ?? null),
     };
   });
 

@@ -177,6 +177,16 @@ pub struct Spec {
     /// Jobs a worker holds at once.
     pub capacity: u32,
     pub heartbeat_ms: u64,
+    /// Warm-up workflows (API format) every worker runs when it connects.
+    pub warmup: Vec<PathBuf>,
+    pub warmup_timeout_s: u64,
+    /// Put the state dir on a tmpfs of this many MiB (mounted by the test,
+    /// root only; unmounted when the cluster is dropped).
+    pub state_tmpfs_mib: Option<u64>,
+    /// The `[storage]` config section.
+    pub storage: Option<Value>,
+    /// `[[pools]]` entries, as they are written in the config.
+    pub pools: Vec<Value>,
 }
 
 impl Default for Spec {
@@ -190,6 +200,11 @@ impl Default for Spec {
             max_pending: 100,
             capacity: 1,
             heartbeat_ms: 300,
+            warmup: vec![],
+            warmup_timeout_s: 900,
+            state_tmpfs_mib: None,
+            storage: None,
+            pools: vec![],
         }
     }
 }
@@ -212,7 +227,44 @@ pub struct Cluster {
     pub workers: Vec<Proc>,
     pub state_dir: PathBuf,
     pub http: reqwest::Client,
+    /// Unmounted after every process above has been killed.
+    _tmpfs: Option<Tmpfs>,
     dir: tempfile::TempDir,
+}
+
+/// A tmpfs the test mounted; unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, mib: u64) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a {mib} MiB tmpfs at {} (the storage tests need root): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 pub fn participant(i: usize) -> String {
@@ -280,6 +332,9 @@ impl Cluster {
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&logs).unwrap();
         std::fs::create_dir_all(&state_dir).unwrap();
+        let tmpfs = spec
+            .state_tmpfs_mib
+            .map(|mib| Tmpfs::mount(&state_dir, mib));
         let redis = RedisServer::start();
         let names: Vec<String> = (0..spec.participants).map(participant).collect();
         let creds_path = dir.path().join("participants.toml");
@@ -305,7 +360,11 @@ impl Cluster {
                 "worker_tokens_file": tokens,
                 "session_secret_file": secret,
                 "reap_interval_ms": 200,
+                "warmup_timeout_s": spec.warmup_timeout_s,
             },
+            "warmup": spec.warmup.iter().map(|w| json!({"workflow": w})).collect::<Vec<_>>(),
+            "storage": spec.storage.clone().unwrap_or(json!({})),
+            "pools": spec.pools.clone(),
             "queue": {
                 "mode": spec.mode,
                 "lease_ms": spec.lease_ms,
@@ -385,6 +444,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            _tmpfs: tmpfs,
             dir,
         };
         cluster.wait_hub().await;
@@ -407,6 +467,29 @@ impl Cluster {
         )
         .await
         .expect("connect to the cluster's redis")
+    }
+
+    /// The instructor's admin-API token (from the cluster's logins).
+    pub fn admin_token(&self) -> String {
+        comfy_multi::auth::CredentialsFile::load(&self.dir().join("participants.toml"))
+            .unwrap()
+            .get(comfy_multi::auth::ADMIN)
+            .unwrap()
+            .token
+            .clone()
+    }
+
+    /// `GET /admin/api{path}` as the instructor, its JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/admin/api{path}", self.hub_url))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The directory holding `logs/`, `state/` and the config.

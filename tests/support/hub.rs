@@ -33,6 +33,8 @@ pub struct TestHub {
     pub shutdown: CancellationToken,
     /// Served on the hub's address too.
     extra: Option<axum::Router>,
+    /// The configured worker pools (set before serving: see `spawn_with_pools`).
+    pools: Vec<comfy_multi::config::PoolConfig>,
 }
 
 impl TestHub {
@@ -40,11 +42,57 @@ impl TestHub {
         Self::spawn_with(redis, settings, |_, _| None).await
     }
 
+    /// A hub that also serves `participant`'s real editor (the pinned
+    /// ComfyUI web app) on its address, as `comfy-multi up` does, with
+    /// `login` and the given session secret.
+    pub async fn spawn_with_editor(
+        redis: &RedisServer,
+        participant: &str,
+        login: comfy_multi::auth::Credentials,
+    ) -> TestHub {
+        let static_dir = comfy_multi::frontend::find_static_dir(None)
+            .expect("the ComfyUI web app (run scripts/frontend/install.sh)");
+        Self::spawn_with(redis, QueueSettings::default(), |queue, state_dir| {
+            let state = comfy_multi::frontend::FrontendState::new(
+                participant,
+                queue.clone(),
+                static_dir.clone(),
+                state_dir.join("users").join(participant),
+                64 << 20,
+            )
+            .with_login(login, b"a-session-secret-for-the-test", false);
+            Some(
+                comfy_multi::frontend::routes(state)
+                    .merge(comfy_multi::frontend::assets(&static_dir)),
+            )
+        })
+        .await
+    }
+
+    /// A hub with these worker pools configured (their initial state
+    /// written to the queue as `serve` does).
+    pub async fn spawn_with_pools(
+        redis: &RedisServer,
+        settings: QueueSettings,
+        pools: Vec<comfy_multi::config::PoolConfig>,
+    ) -> TestHub {
+        Self::spawn_inner(redis, settings, |_, _| None, pools).await
+    }
+
     /// A hub that also serves `extra(queue, state_dir)` on its address.
     pub async fn spawn_with(
         redis: &RedisServer,
         settings: QueueSettings,
         extra: impl FnOnce(&Queue, &Path) -> Option<axum::Router>,
+    ) -> TestHub {
+        Self::spawn_inner(redis, settings, extra, vec![]).await
+    }
+
+    async fn spawn_inner(
+        redis: &RedisServer,
+        settings: QueueSettings,
+        extra: impl FnOnce(&Queue, &Path) -> Option<axum::Router>,
+        pools: Vec<comfy_multi::config::PoolConfig>,
     ) -> TestHub {
         let queue = Queue::connect(&redis.url(), &unique_prefix(), settings)
             .await
@@ -68,12 +116,19 @@ impl TestHub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let extra = extra(&queue, state.path());
+        for p in &pools {
+            queue
+                .init_pool(&p.name, p.state, p.burst, p.max_concurrency)
+                .await
+                .unwrap();
+        }
         let hub = TestHub {
             url,
             queue,
             state,
             shutdown,
             extra,
+            pools,
         };
         hub.serve(listener);
         hub
@@ -101,6 +156,10 @@ impl TestHub {
             shutdown: self.shutdown.clone(),
             work_available: Default::default(),
             samples: Default::default(),
+            warmups: Default::default(),
+            pools: Arc::new(self.pools.clone()),
+            door: Arc::new(hub::door::Door::new("Test workshop")),
+            starting: Default::default(),
         };
         let shutdown = self.shutdown.clone();
         match &self.extra {
@@ -141,6 +200,14 @@ impl TestHub {
             }
         };
         self.shutdown = CancellationToken::new();
+        // As `serve` does at every start: the config's pool states where
+        // nobody switched them at runtime.
+        for p in &self.pools {
+            self.queue
+                .init_pool(&p.name, p.state, p.burst, p.max_concurrency)
+                .await
+                .unwrap();
+        }
         self.serve(listener);
     }
 

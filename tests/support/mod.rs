@@ -2,6 +2,7 @@
 //! with `appendfsync always`), and a queue on a unique key prefix.
 #![allow(dead_code)]
 
+pub mod auth_proxy;
 pub mod cluster;
 pub mod hub;
 pub mod report;
@@ -155,4 +156,19 @@ pub async fn store_catalogue(queue: &Queue) {
         .set_worker("gpu0", Some(&worker.to_string()))
         .await
         .unwrap();
+}
+
+/// Starts and finishes a leased job as succeeded, charging `gpu_seconds`.
+pub async fn complete(q: &Queue, l: &comfy_multi::queue::Lease, gpu_seconds: f64) {
+    q.start(&l.job_id, l.token).await.unwrap();
+    q.finish(
+        &l.job_id,
+        l.token,
+        comfy_multi::queue::Outcome::Succeeded,
+        &serde_json::json!({}),
+        None,
+        Some(gpu_seconds),
+    )
+    .await
+    .unwrap();
 }

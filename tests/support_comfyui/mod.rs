@@ -249,3 +249,50 @@ fn http_status(url: &str, path: &str) -> Option<u16> {
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
+
+/// A generated model file (`scripts/comfyui/make_models.py`: seeded random
+/// weights in a layout ComfyUI loads; `kind` is `upscale` or `checkpoint`),
+/// made once and kept in `~/.cache/comfy-multi/models` (never in the repo).
+pub fn generated_model(kind: &str, seed: u64) -> PathBuf {
+    ensure_installed();
+    let cache = std::env::var_os("COMFY_MULTI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/comfy-multi")
+        });
+    let python = std::env::var_os("COMFY_MULTI_COMFYUI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("comfyui-venv"))
+        .join("bin/python");
+    let out = Command::new(python)
+        .arg(repo_root().join("scripts/comfyui/make_models.py"))
+        .args([kind, "--seed", &seed.to_string(), "--cache-dir"])
+        .arg(cache.join("models"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run make_models.py");
+    assert!(out.status.success(), "make_models.py {kind} {seed} failed");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.is_file(), "make_models.py printed {path:?}");
+    path
+}
+
+impl ComfyUi {
+    /// Puts `file` into this ComfyUI's model folder `folder` (e.g.
+    /// `checkpoints`, `upscale_models`) as `name` (a hard link where the
+    /// file system allows, else a copy).
+    pub fn add_model(&self, folder: &str, name: &str, file: &Path) {
+        let dir = self.base_dir.join("models").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join(name);
+        if std::fs::hard_link(file, &dest).is_err() {
+            std::fs::copy(file, &dest).expect("copy the model file");
+        }
+    }
+
+    /// Removes model `name` from folder `folder`.
+    pub fn remove_model(&self, folder: &str, name: &str) {
+        std::fs::remove_file(self.base_dir.join("models").join(folder).join(name))
+            .expect("remove the model file");
+    }
+}

@@ -1,6 +1,7 @@
 // comfy-multi's extension for the ComfyUI editor: shows the participant who
 // they are, where their jobs stand in the shared queue (position and ETA),
-// and the instructor's broadcasts as toasts, with links to download their
+// and the instructor's broadcasts as toasts, opens workflows the instructor
+// sends in a new tab, with links to download their
 // outputs as a zip and to log out. Loaded by the app from
 // /api/extensions like any ComfyUI extension; it patches none of the app's
 // files. The server side is src/frontend/extension.rs.
@@ -26,6 +27,21 @@ function showBroadcast(b) {
   toast(b.message);
 }
 
+// A workflow the instructor sent (already saved in this participant's
+// workflows folder as `file`): open it in a new tab, say so.
+async function openPushed(w) {
+  if (!w || !w.file) return;
+  try {
+    const r = await api.fetchApi(`/userdata/${encodeURIComponent(`workflows/${w.file}`)}`);
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const graph = await r.json();
+    await app.loadGraphData(graph, true, true, w.file.replace(/\.json$/, ""));
+    toast(`The instructor sent you "${w.name}": it is open in a new tab and saved in your workflows as ${w.file}.`);
+  } catch (e) {
+    toast(`The instructor sent you "${w.name}" (saved in your workflows as ${w.file}); it could not be opened here: ${e.message}`);
+  }
+}
+
 function eta(seconds) {
   if (!(seconds > 0)) return "now";
   if (seconds < 60) return `~${Math.ceil(seconds)} s`;
@@ -38,6 +54,8 @@ function describe(s) {
   if (s.waiting.length) {
     const next = s.waiting[0];
     parts.push(`${s.waiting.length} waiting · next is #${next.position + 1} in line, ${eta(next.eta_seconds)}`);
+    const stranded = s.waiting.filter((w) => w.waiting_for_worker).length;
+    if (stranded) parts.push(`${stranded} waiting for a GPU that has their model (not connected now)`);
   }
   if (!s.running.length && !s.waiting.length) parts.push("no jobs queued");
   if (s.paused) parts.push("queue paused by the instructor");
@@ -73,7 +91,13 @@ function pill() {
   download.setAttribute("download", "");
   download.title = "All your generated images and videos as one zip file";
   Object.assign(download.style, { color: "#8ab4ff" });
-  el.append(text, download, logout);
+  const mine = document.createElement("a");
+  mine.textContent = "My outputs";
+  mine.href = api.fileURL("/outputs");
+  mine.target = "_blank";
+  mine.title = "Everything you generated, newest first, to look at and download";
+  Object.assign(mine.style, { color: "#8ab4ff" });
+  el.append(text, mine, download, logout);
   document.body.append(el);
   return el;
 }
@@ -100,6 +124,7 @@ app.registerExtension({
   name: "comfy-multi.workshop",
   async setup() {
     api.addEventListener("comfy_multi.broadcast", (e) => showBroadcast(e.detail));
+    api.addEventListener("comfy_multi.workflow", (e) => openPushed(e.detail));
     api.addEventListener("status", () => refresh());
     await refresh();
   },

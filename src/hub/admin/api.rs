@@ -47,6 +47,7 @@ pub async fn status(State(s): State<HubState>) -> Result<Json<Value>, AppError> 
         "workers": workers.len(),
         "participants": participant_names(&s).await?.len(),
         "broadcast": s.queue.last_broadcast().await?,
+        "storage": s.queue.storage().await?,
     })))
 }
 
@@ -160,9 +161,22 @@ pub async fn workers(State(s): State<HubState>) -> Result<Json<Value>, AppError>
             "jobs": jobs,
             "jobs_done": jobs_done,
             "busy_ratio_10m": busy,
+            "warm_models": warm(&s, &id).await,
+            "warmup": info["warmup"],
         }));
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// The model files a worker holds warm, as people read them.
+async fn warm(s: &HubState, worker: &str) -> Vec<String> {
+    s.queue
+        .warm_models(worker)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|t| crate::catalogue::describe(t))
+        .collect()
 }
 
 fn done(action: &str) -> Json<Value> {
@@ -233,6 +247,62 @@ pub async fn set_mode(
     s.queue.set_mode(mode).await?;
     audit(&who(&headers), "mode", &b.mode);
     Ok(done("mode"))
+}
+
+#[derive(Deserialize, Default)]
+struct WarmupBody {
+    worker: Option<String>,
+}
+
+/// `POST /admin/api/warmup {"worker"?}`: the warm-up workflows run again
+/// on that worker (or every connected one) before its next job.
+pub async fn warmup(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let b: WarmupBody = if bytes.is_empty() {
+        WarmupBody::default()
+    } else {
+        body(&bytes)?
+    };
+    if s.warmups.workflows.is_empty() {
+        return Err(AppError::Conflict(
+            "no warm-up workflows are configured ([[warmup]] workflow = \"…\" in the config)"
+                .into(),
+        ));
+    }
+    let asked = s.warmups.request(b.worker.as_deref()).ok_or_else(|| {
+        AppError::Conflict(format!(
+            "worker {} is not connected",
+            b.worker.as_deref().unwrap_or("?")
+        ))
+    })?;
+    audit(
+        &who(&headers),
+        "warmup",
+        b.worker.as_deref().unwrap_or("all"),
+    );
+    Ok(Json(
+        json!({"ok": true, "action": "warmup", "workers": asked}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AffinityBody {
+    on: bool,
+}
+
+/// `POST /admin/api/affinity {"on": bool}`: warm models first, or not.
+pub async fn set_affinity(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let b: AffinityBody = body(&bytes)?;
+    s.queue.set_affinity(b.on).await?;
+    audit(&who(&headers), "affinity", if b.on { "on" } else { "off" });
+    Ok(done("affinity"))
 }
 
 #[derive(Deserialize, Default)]

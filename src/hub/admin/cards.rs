@@ -24,7 +24,10 @@ body { font-family: "DejaVu Sans", Arial, Helvetica, sans-serif; color: #111; ba
 .sheet { width: 210mm; height: 297mm; margin: 8mm auto; background: #fff; display: grid;
   grid-template-columns: 1fr 1fr; grid-template-rows: repeat(4, 1fr); box-shadow: 0 1px 6px rgba(0,0,0,.3); }
 .card { border: 0.3mm dashed #999; padding: 7mm 8mm; display: flex; flex-direction: column;
-  justify-content: space-between; overflow: hidden; }
+  justify-content: space-between; overflow: hidden; position: relative; }
+.qr { position: absolute; right: 7mm; top: 7mm; width: 24mm; }
+.qr svg { width: 100%; height: auto; }
+.direct { font-size: 7pt; color: #777; margin-top: 2mm; }
 .title { font-size: 10pt; text-transform: uppercase; letter-spacing: .08em; color: #555; }
 .name { font-size: 26pt; font-weight: bold; }
 .label { font-size: 9pt; color: #555; margin-top: 2mm; }
@@ -60,45 +63,58 @@ fn base_url(s: &HubState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The credentials file's logins, if one is configured and present.
-async fn logins(s: &HubState) -> Result<CredentialsFile, AppError> {
-    let Some(path) = s.credentials_file.clone() else {
-        return Ok(CredentialsFile::default());
-    };
-    tokio::task::spawn_blocking(move || {
-        if !path.exists() {
-            return Ok(CredentialsFile::default());
-        }
-        CredentialsFile::load(&path).map_err(|e| AppError::internal(format!("{e:#}")))
-    })
-    .await
-    .map_err(AppError::internal)?
+/// A join link's QR code, as inline SVG (no external assets).
+fn qr_svg(link: &str) -> String {
+    match qrcode::QrCode::new(link.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(120, 120)
+            .quiet_zone(false)
+            .build()
+            .replacen("<?xml version=\"1.0\" standalone=\"yes\"?>", "", 1),
+        Err(_) => String::new(),
+    }
 }
 
-fn card(name: &str, url: &str, password: Option<&str>) -> String {
+/// The link that logs `name` straight in: the password rides in the
+/// fragment, which browsers never send to a server.
+fn join_link(base: &str, name: &str, password: &str) -> String {
+    let code = crate::paths::url_component(password);
+    format!("{base}/{name}/login#code={code}")
+}
+
+fn card(workshop: &str, name: &str, base: &str, password: Option<&str>) -> String {
     let secret = match password {
         Some(p) => format!(
-            r#"<div class="label">Password</div><div class="password">{}</div>"#,
-            escape(p)
+            r#"<div class="label">Password</div><div class="password">{}</div><div class="qr" title="scan to log in">{}</div>"#,
+            escape(p),
+            qr_svg(&join_link(base, name, p))
         ),
         None => r#"<div class="label">Password</div><div class="ask">ask the instructor</div>"#
             .to_string(),
     };
     format!(
-        r#"<div class="card"><div class="title">ComfyUI workshop</div><div class="name">{}</div><div><div class="label">Open in your browser</div><div class="url">{}</div>{secret}</div></div>"#,
+        r#"<div class="card"><div class="title">{}</div><div class="name">{}</div><div><div class="label">Open in your browser, log in with your name</div><div class="url">{}/</div>{secret}<div class="direct">or directly: {}/{}/</div></div></div>"#,
+        escape(workshop),
         escape(name),
-        escape(url),
+        escape(base),
+        escape(base),
+        escape(name),
     )
 }
 
 /// The page for `names` (in this order).
-fn page(names: &[String], base: &str, logins: &CredentialsFile) -> String {
+fn page(workshop: &str, names: &[String], base: &str, logins: &CredentialsFile) -> String {
     let mut sheets = String::new();
     for chunk in names.chunks(PER_SHEET) {
         sheets.push_str(r#"<section class="sheet">"#);
         for n in chunk {
-            let url = format!("{base}/{n}/");
-            sheets.push_str(&card(n, &url, logins.get(n).map(|c| c.password.as_str())));
+            sheets.push_str(&card(
+                workshop,
+                n,
+                base,
+                logins.get(n).map(|c| c.password.as_str()),
+            ));
         }
         sheets.push_str("</section>");
     }
@@ -113,21 +129,7 @@ fn page(names: &[String], base: &str, logins: &CredentialsFile) -> String {
 
 /// `GET /admin/cards`.
 pub async fn cards(State(s): State<HubState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let mut logins = logins(&s).await?;
-    // A login the instructor reset replaces the file's.
-    let names: Vec<String> = logins
-        .logins
-        .keys()
-        .cloned()
-        .chain(s.participants.iter().cloned())
-        .collect();
-    for n in names {
-        if let Some((password, token)) = s.queue.login(&n).await? {
-            logins
-                .logins
-                .insert(n, crate::auth::Credentials { password, token });
-        }
-    }
+    let logins = s.current_logins(None).await?;
     let mut names: Vec<String> = s.participants.iter().cloned().collect();
     if names.is_empty() {
         names = logins
@@ -137,7 +139,7 @@ pub async fn cards(State(s): State<HubState>, headers: HeaderMap) -> Result<Resp
             .cloned()
             .collect();
     }
-    let html = page(&names, &base_url(&s, &headers), &logins);
+    let html = page(&s.door.workshop, &names, &base_url(&s, &headers), &logins);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -165,7 +167,8 @@ mod tests {
             },
         );
         let names: Vec<String> = (1..=9).map(|i| format!("user{i:02}")).collect();
-        let html = page(&names, "https://ws.example/<x>", &logins);
+        let html = page("Comfy <Day>", &names, "https://ws.example/<x>", &logins);
+        assert!(html.contains("Comfy &lt;Day&gt;"));
         assert!(html.contains("a&lt;b&gt;&amp;&quot;c"));
         assert!(!html.contains("<x>"));
         assert!(html.contains("https://ws.example/&lt;x&gt;/user09/"));

@@ -23,6 +23,7 @@ const data = {
   queueAt: 0, // when `queue` was fetched (waiting times count on from it)
   users: [],
   workers: [],
+  pools: [],
   samples: null,
   gallery: null, // null: not offered by this hub
   galleryAbsent: false, // its route answered 404: not asked again
@@ -138,7 +139,8 @@ async function api(path, { method = 'GET', body } = {}) {
   return json;
 }
 
-/** One instructor action: POST, then refresh everything; errors in the banner. */
+/** One instructor action: POST, then refresh everything; errors in the banner.
+ *  Answers the API's reply (truthy) or false. */
 async function act(what, path, body, { confirmText, button } = {}) {
   if (confirmText && !window.confirm(confirmText)) return false;
   if (button) {
@@ -146,9 +148,9 @@ async function act(what, path, body, { confirmText, button } = {}) {
     button.classList.add('busy');
   }
   try {
-    await api(path, { method: 'POST', body: body ?? {} });
+    const reply = await api(path, { method: 'POST', body: body ?? {} });
     clearError();
-    return true;
+    return reply || true;
   } catch (e) {
     if (e.status !== 401) showError(`${what}: ${e.message}`);
     return false;
@@ -182,6 +184,10 @@ const loaders = {
   async workers() {
     data.workers = await api('/workers');
     renderWorkers();
+  },
+  async pools() {
+    data.pools = await api('/pools');
+    renderPools();
   },
   async samples() {
     data.samples = await api('/samples');
@@ -274,13 +280,13 @@ function onEvent(ev) {
   }
   if (ev.status && ev.job) {
     if (['succeeded', 'failed', 'cancelled'].includes(ev.status)) data.progress.delete(ev.job);
-    const kinds = ['status', 'queue', 'users', 'workers'];
+    const kinds = ['status', 'queue', 'users', 'workers', 'pools'];
     if (ev.status === 'succeeded' && data.gallery) kinds.push('gallery');
     refresh(...kinds);
     return;
   }
   if (ev.settings !== undefined) {
-    refresh('status', 'queue', 'users', 'workers');
+    refresh('status', 'queue', 'users', 'workers', 'pools');
     return;
   }
   if (ev.broadcast !== undefined) {
@@ -356,6 +362,17 @@ function replaceKeepingFocus(container, children) {
 
 function renderStatus() {
   const st = data.status;
+  const sb = $('#storage-banner');
+  const level = st.storage?.level;
+  sb.hidden = level !== 'warn' && level !== 'refuse';
+  sb.dataset.level = level || 'ok';
+  if (!sb.hidden) {
+    const where = (st.storage.filesystems || [])
+      .map((f) => `${f.path}: ${gib(f.free_bytes)} free of ${gib(f.total_bytes)}`).join(' · ');
+    sb.textContent = level === 'refuse'
+      ? `Storage nearly full — new jobs are refused until space is freed (${where})`
+      : `Storage is getting full (${where})`;
+  }
   if (!st) return;
   const s = st.settings || {};
   const paused = s.paused_submit || s.paused_dispatch;
@@ -381,6 +398,10 @@ function renderStatus() {
   for (const b of document.querySelectorAll('[data-mode]')) {
     b.setAttribute('aria-pressed', String(b.dataset.mode === s.mode));
   }
+  const aff = $('#affinity-toggle');
+  aff.dataset.on = s.affinity ? '1' : '0';
+  aff.setAttribute('aria-pressed', String(!!s.affinity));
+  aff.textContent = s.affinity ? 'On' : 'Off';
   const toggle = $('#pause-toggle');
   toggle.textContent = paused ? '▶ Resume' : '❚❚ Pause';
   toggle.classList.toggle('resume', paused);
@@ -544,6 +565,11 @@ function renderWorkers() {
         w.capacity ? ` · ${w.capacity} slot${w.capacity > 1 ? 's' : ''}` : ''),
       h('div', { class: 'meta worker-activity' },
         `${w.jobs_done ?? 0} jobs done · busy ${Math.round((w.busy_ratio_10m ?? 0) * 100)}% (10 min)`),
+      h('div', { class: 'meta warm-models', title: 'model files loaded on this worker, as its agent reports them (or those of the job it was just given)' },
+        'warm: ', (w.warm_models || []).length ? w.warm_models.join(', ') : 'nothing yet'),
+      h('div', { class: `meta warmup ${w.warmup?.state || 'none'}`, 'data-warmup': w.warmup?.state || 'none' },
+        warmupText(w.warmup), ' ',
+        h('button', { class: 'btn small', 'data-action': 'warmup', title: 'run the warm-up workflows on this worker again, before its next job', onclick: (e) => act('Warm-up', '/warmup', { worker: w.id }, { button: e.currentTarget }) }, 'Warm up')),
       jobs.length ? jobs : h('div', { class: 'meta' }, w.state === 'busy' ? '' : 'no job'),
     );
   });
@@ -552,6 +578,61 @@ function renderWorkers() {
   $('#workers-empty').hidden = cards.length > 0;
   const busy = data.workers.filter((w) => w.state === 'busy').length;
   $('#workers-summary').textContent = `${data.workers.length} · ${busy} busy`;
+}
+
+function burstText(b) {
+  if (!b || b === 'always') return 'whenever it has room';
+  return `while more than ${b.replace('line_over:', '')} jobs wait`;
+}
+
+function renderPools() {
+  const rows = data.pools.map((p) => {
+    const btn = (label, state, title) => h('button', {
+      class: 'btn small', 'data-action': state, title,
+      onclick: (e) => act(`${label} ${p.name}`, `/pools/${p.name}`, { state }, { button: e.currentTarget }),
+    }, label);
+    const input = h('input', { class: 'burst-input', 'data-key': `burst-${p.name}`, value: p.burst, size: 12, title: 'always, or line_over:N (only while more than N jobs wait)' });
+    return h('tr', { 'data-pool': p.name, 'data-state': p.state, 'data-burst': p.burst },
+      h('td', {}, h('b', {}, p.name), h('div', { class: 'muted small' }, p.kind)),
+      h('td', {}, h('span', { class: `state ${p.state}` }, p.state)),
+      h('td', {}, burstText(p.burst), ' ', input,
+        h('button', { class: 'btn small', 'data-action': 'burst', onclick: (e) => act(`Burst policy of ${p.name}`, `/pools/${p.name}`, { burst: input.value.trim() }, { button: e.currentTarget }) }, 'Set')),
+      h('td', { title: (p.workers || []).map((w) => `${w.id}: ${w.state}${w.error ? ` (${w.error})` : ''}`).join('\n') },
+        `${p.connected}/${(p.workers || []).length} connected · ${p.busy} busy`,
+        ...(p.workers || []).filter((w) => w.error).map((w) => h('div', { class: 'muted small pool-error' }, `${w.id}: ${w.error}`))),
+      h('td', {}, `${(p.gpu_hours ?? 0).toFixed(2)} h · ${(p.cost ?? 0).toFixed(2)}`),
+      h('td', {},
+        p.state === 'enabled' ? null : btn('Enable', 'enable', 'take jobs as its burst policy says'),
+        p.state === 'parked' ? null : btn('Park', 'park', 'take no new jobs; what it holds finishes'),
+        p.state === 'draining' || p.state === 'drained' ? null : btn('Drain', 'drain', 'finish what it holds, then take nothing (before shutting it down)')));
+  });
+  replaceKeepingFocus($('#pool-rows'), rows);
+  $('#pools-empty').hidden = rows.length > 0;
+  const cost = data.pools.reduce((a, p) => a + (p.cost || 0), 0);
+  $('#pools-summary').textContent = `${data.pools.length} · cost so far ${cost.toFixed(2)}`;
+}
+
+function warmupText(wu) {
+  if (!wu) return 'warm-up: none configured or not run';
+  if (wu.state === 'running') return `warm-up: ${wu.done}/${wu.total} running…`;
+  const skipped = (wu.skipped || []).length ? ` (${wu.skipped.length} skipped)` : '';
+  if (wu.state === 'failed') return `warm-up failed: ${(wu.errors || []).join('; ')}${skipped}`;
+  return `warm-up done (${wu.total})${skipped}`;
+}
+
+async function showStorage() {
+  const r = await api('/storage');
+  const mb = (b) => `${((b || 0) / 2 ** 20).toFixed(1)} MB`;
+  const fs = (r.storage?.filesystems || []).map((f) => `${f.path}: ${gib(f.free_bytes)} free of ${gib(f.total_bytes)}`);
+  $('#storage-summary').textContent = fs.join(' · ');
+  const rows = (r.participants || [])
+    .slice().sort((a, b) => (b.output_bytes + b.temp_bytes) - (a.output_bytes + a.temp_bytes))
+    .map((p) => h('tr', {}, h('td', {}, p.name), h('td', {}, mb(p.output_bytes)), h('td', {}, mb(p.input_bytes)), h('td', {}, mb(p.temp_bytes))));
+  $('#storage-table').replaceChildren(
+    h('table', { class: 'storage' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'participant'), h('th', {}, 'outputs'), h('th', {}, 'inputs'), h('th', {}, 'temp'))),
+      h('tbody', {}, ...rows)),
+    h('p', { class: 'muted small' }, 'Biggest: ', (r.biggest || []).slice(0, 5).map((f) => `${f.path} (${mb(f.bytes)})`).join(', ') || 'nothing'));
 }
 
 function renderChart() {
@@ -654,6 +735,14 @@ function wireControls() {
   for (const b of document.querySelectorAll('[data-mode]')) {
     b.addEventListener('click', () => act('Mode', '/mode', { mode: b.dataset.mode }, { button: b }));
   }
+  $('#storage-load').addEventListener('click', () => showStorage().catch((e) => showError(`Disk use: ${e.message}`)));
+  $('#prune-temp').addEventListener('click', async (e) => {
+    if (await act('Prune', '/prune', { temp: true, older_than_s: 7200 }, { button: e.currentTarget, confirmText: 'Delete temp files and previews untouched for 2 hours? Outputs are kept.' })) {
+      showStorage().catch(() => {});
+    }
+  });
+  const aff = $('#affinity-toggle');
+  aff.addEventListener('click', () => act('Model affinity', '/affinity', { on: aff.dataset.on !== '1' }, { button: aff }));
   const toggle = $('#pause-toggle');
   toggle.addEventListener('click', () => {
     const paused = toggle.dataset.paused === '1';
@@ -682,6 +771,28 @@ function wireControls() {
   $('#broadcast-send').addEventListener('click', send);
   text.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) send();
+  });
+  $('#push-send').addEventListener('click', async () => {
+    const file = $('#push-file').files[0];
+    if (!file) {
+      showError('Send a workflow: choose a workflow file (.json, as the editor saves it) first');
+      return;
+    }
+    let workflow;
+    try {
+      workflow = JSON.parse(await file.text());
+    } catch {
+      showError(`Send a workflow: ${file.name} is not JSON`);
+      return;
+    }
+    const to = $('#push-to').value.split(/[\s,]+/).filter(Boolean);
+    const name = file.name.replace(/\.json$/i, '');
+    const r = await act('Send a workflow', '/push_workflow', { name, workflow, to: to.length ? to : null }, { button: $('#push-send') });
+    if (r) {
+      const n = (r.delivered || []).length;
+      $('#push-last').textContent = `"${r.name ?? name}" sent to ${n} participant${n === 1 ? '' : 's'}.`;
+      $('#push-file').value = '';
+    }
   });
   $('#error-close').addEventListener('click', clearError);
   $('#overlay').addEventListener('click', closeOverlay);

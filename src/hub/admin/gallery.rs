@@ -52,17 +52,7 @@ fn media(name: &str) -> Option<(&'static str, &'static str)> {
 /// `a b/c#d.png` → `a%20b/c%23d.png` (each segment percent-encoded).
 fn url_path(rel: &str) -> String {
     rel.split('/')
-        .map(|seg| {
-            seg.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect::<String>()
-        })
+        .map(crate::paths::url_component)
         .collect::<Vec<_>>()
         .join("/")
 }

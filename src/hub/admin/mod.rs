@@ -3,7 +3,9 @@
 //! `comfy-multi admin` use. One route table here; handlers in `api.rs`,
 //! login and the guard in `session.rs`, the outputs gallery and its files
 //! in `gallery.rs`, the zip export in `export.rs`, join cards in
-//! `cards.rs`, the dashboard's files in `session.rs`, the chart's
+//! `cards.rs`, worker pools in `pools.rs`, sending a workflow to
+//! participants' editors in `push.rs`, the dashboard's files in
+//! `session.rs`, the chart's
 //! queue sampler in `samples.rs`. Every action is logged to the
 //! `audit` target (who, what, when).
 
@@ -11,8 +13,11 @@ mod api;
 mod cards;
 mod export;
 mod gallery;
+mod pools;
+mod push;
 pub mod samples;
 mod session;
+mod storage;
 
 pub use session::AdminAuth;
 
@@ -34,6 +39,10 @@ pub fn routes(state: HubState) -> Router {
         .route("/jobs/{id}/prioritize", post(api::prioritize))
         .route("/jobs/{id}/move", post(api::move_job))
         .route("/mode", post(api::set_mode))
+        .route("/affinity", post(api::set_affinity))
+        .route("/warmup", post(api::warmup))
+        .route("/storage", get(storage::report))
+        .route("/prune", post(storage::prune))
         .route("/pause", post(api::pause))
         .route("/resume", post(api::resume))
         .route("/broadcast", post(api::broadcast))
@@ -43,6 +52,14 @@ pub fn routes(state: HubState) -> Router {
         .route("/users/{name}/clear", post(api::clear))
         .route("/users/{name}/reset", post(api::reset))
         .route("/users/{name}/max_pending", post(api::user_max_pending))
+        .route(
+            "/push_workflow",
+            post(push::push).layer(axum::extract::DefaultBodyLimit::max(
+                push::MAX_WORKFLOW_BYTES + 128 * 1024,
+            )),
+        )
+        .route("/pools", get(pools::list))
+        .route("/pools/{name}", post(pools::set))
         .route("/workers/{id}/drain", post(api::drain))
         .route("/workers/{id}/undrain", post(api::undrain))
         .route("/gallery", get(gallery::gallery))

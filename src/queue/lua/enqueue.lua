@@ -3,9 +3,14 @@
 -- ARGV: 1 prefix, 2 job id, 3 participant, 4 prompt JSON, 5 extra JSON,
 --       6 priority lane ("1"/"0"), 7 default max pending jobs per participant,
 --       8 max prompt bytes, 9 required capability tags ("\n"-separated, may be
---       empty), 10 workflow name (display only)
+--       empty), 10 workflow name (display only), 11 how long (ms) a
+--       disconnected worker still counts as one that can run jobs
 -- Returns: {"ok", number} | {"err", code, message} with code one of
---          prompt_too_large, paused, locked, too_many_pending, duplicate_id
+--          prompt_too_large, paused, storage_full (the hub's storage watch
+--          says the disks are nearly full), locked, too_many_pending, duplicate_id,
+--          not_on_any_worker (no worker connected or seen within ARGV[11]
+--          has every tag; with no such worker at all the job is accepted and
+--          waits for one)
 local id, u, prompt = ARGV[2], ARGV[3], ARGV[4]
 local max_bytes = tonumber(ARGV[8])
 if #prompt > max_bytes then
@@ -14,6 +19,9 @@ end
 local s = redis.call('HMGET', K_SETTINGS, 'paused_submit', 'max_pending')
 if s[1] == '1' then
   return err('paused', 'the instructor has paused the queue; try again in a moment')
+end
+if redis.call('GET', P .. ':storage_level') == 'refuse' then
+  return err('storage_full', "the workshop's storage is nearly full; your instructor has been told")
 end
 local uk = k('user', u)
 local ui = redis.call('HMGET', uk, 'locked', 'active', 'max_pending')
@@ -31,6 +39,38 @@ if redis.call('EXISTS', jk) == 1 then
 end
 
 local now = now_ms()
+if ARGV[9] ~= '' then
+  local workers = redis.call('HKEYS', P .. ':workers')
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':seen', now - tonumber(ARGV[11]), '+inf')) do
+    workers[#workers + 1] = w
+  end
+  if #workers > 0 then
+    local tags = {}
+    for tag in string.gmatch(ARGV[9], '[^\n]+') do tags[#tags + 1] = tag end
+    local function has_all(w)
+      -- A worker that reported no catalogue (an older agent) runs anything.
+      if redis.call('EXISTS', k('caps', w)) == 0 then return true end
+      for _, tag in ipairs(tags) do
+        if redis.call('SISMEMBER', k('caps', w), tag) == 0 then return false end
+      end
+      return true
+    end
+    local runnable = false
+    for _, w in ipairs(workers) do
+      if has_all(w) then runnable = true; break end
+    end
+    if not runnable then
+      for _, tag in ipairs(tags) do
+        local somewhere = false
+        for _, w in ipairs(workers) do
+          if redis.call('SISMEMBER', k('caps', w), tag) == 1 then somewhere = true; break end
+        end
+        if not somewhere then return err('not_on_any_worker', tag) end
+      end
+      return err('not_on_any_worker', '')
+    end
+  end
+end
 local number = redis.call('HINCRBY', K_SETTINGS, 'seq', 1)
 redis.call('HSET', jk, 'id', id, 'participant', u, 'prompt', prompt, 'extra', ARGV[5],
   'created', now, 'status', 'queued', 'attempts', 0, 'priority', ARGV[6],

@@ -7,8 +7,9 @@
 --       a day), 8 history limit
 -- Returns: {"ok"} | {"err", code, message}, code: not_found, stale_token,
 --          already_finished, invalid
--- Records the outcome, appends to the participant's history and corrects the
--- participant's fair-share finish tag with the measured GPU time.
+-- Records the outcome, appends to the participant's history, corrects the
+-- participant's fair-share finish tag with the measured GPU time and adds
+-- that time to the worker's pool (<p>:pool:<name> gpu_ms).
 local id, outcome, gpu_ms = ARGV[2], ARGV[4], tonumber(ARGV[7])
 if outcome ~= 'succeeded' and outcome ~= 'failed' and outcome ~= 'cancelled' then
   return err('invalid', 'unknown outcome ' .. outcome)
@@ -37,6 +38,9 @@ if gpu_ms >= 0 then
   if redis.call('ZSCORE', K_FS, u) then
     redis.call('ZADD', K_FS, math.max(vtime(), fin), u)
   end
+  -- The GPU time its worker's pool was used for (its cost).
+  local pool = redis.call('HGET', P .. ':workerpool', redis.call('HGET', jk, 'worker') or '')
+  if pool then redis.call('HINCRBY', k('pool', pool), 'gpu_ms', math.floor(gpu_ms)) end
   if outcome == 'succeeded' then
     if redis.call('LPUSH', k('rt', u), gpu_ms) > 10 then redis.call('LTRIM', k('rt', u), 0, 9) end
     if redis.call('LPUSH', P .. ':rt', gpu_ms) > 50 then redis.call('LTRIM', P .. ':rt', 0, 49) end

@@ -11,6 +11,8 @@ controllable behaviour:
   the upstream image) between runs that must really execute.
 * ``CMFail`` raises ``RuntimeError(message)`` when executed: a prompt that
   passes validation but fails at run time (``execution_error``).
+* ``CMNoise`` makes a seeded image of random pixels: outputs that PNG cannot
+  compress (about 3 bytes a pixel), to fill a disk in the storage tests.
 
 Not for production use.
 """
@@ -75,8 +77,33 @@ class CMFail:
         raise RuntimeError(message)
 
 
-NODE_CLASS_MAPPINGS = {"CMSleep": CMSleep, "CMFail": CMFail}
+class CMNoise:
+    """A width x height image of seeded random pixels."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 1, "max": 8192}),
+                "height": ("INT", {"default": 512, "min": 1, "max": 8192}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "comfy_multi/test"
+
+    def run(self, width, height, seed):
+        import torch
+
+        g = torch.Generator().manual_seed(int(seed))
+        return (torch.rand((1, int(height), int(width), 3), generator=g),)
+
+
+NODE_CLASS_MAPPINGS = {"CMSleep": CMSleep, "CMFail": CMFail, "CMNoise": CMNoise}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CMSleep": "Sleep with progress (comfy-multi test)",
     "CMFail": "Fail at run time (comfy-multi test)",
+    "CMNoise": "Random pixels (comfy-multi test)",
 }
