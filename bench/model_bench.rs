@@ -54,13 +54,11 @@ use comfy_multi::auth::Credentials;
 use comfy_multi::config::Config;
 use comfy_multi::queue::{Mode, Queue, Status};
 use comfy_multi::{frontend, hub, worker};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use common::{repo, Comfy};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -113,10 +111,6 @@ fn args() -> Args {
     a
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn cache_dir() -> PathBuf {
     std::env::var_os("COMFY_MULTI_CACHE")
         .map(PathBuf::from)
@@ -128,19 +122,7 @@ fn cache_dir() -> PathBuf {
 /// Installs the CPU ComfyUI if needed, then generates (or finds cached)
 /// checkpoint `seed`; returns its path.
 fn checkpoint(seed: u64) -> PathBuf {
-    let install = repo().join("scripts/comfyui/install.sh");
-    let ok = Command::new(&install)
-        .arg("--check")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("model-bench: installing the CPU ComfyUI (scripts/comfyui/install.sh, ~2 min)");
-        assert!(
-            Command::new(&install).status().is_ok_and(|s| s.success()),
-            "scripts/comfyui/install.sh failed"
-        );
-    }
+    common::ensure_comfyui();
     let python = std::env::var_os("COMFY_MULTI_COMFYUI_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache_dir().join("comfyui-venv"))
@@ -159,101 +141,6 @@ fn checkpoint(seed: u64) -> PathBuf {
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(path.is_file(), "make_models.py printed {path:?}");
     path
-}
-
-/// A CPU ComfyUI from `start.sh`; its process group is killed on drop.
-struct Comfy {
-    url: String,
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Comfy {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-impl Comfy {
-    /// Spawns `start.sh` with the given `(name, file)` checkpoints
-    /// hard-linked into its `models/checkpoints/`. Call from the main
-    /// thread: the parent-death signal follows the spawning thread.
-    fn spawn(models: &[(String, PathBuf)]) -> Comfy {
-        let dir = tempfile::Builder::new()
-            .prefix("model-bench-comfyui.")
-            .tempdir()
-            .unwrap();
-        let ckpts = dir.path().join("models/checkpoints");
-        std::fs::create_dir_all(&ckpts).unwrap();
-        for (name, file) in models {
-            if std::fs::hard_link(file, ckpts.join(name)).is_err() {
-                std::fs::copy(file, ckpts.join(name)).expect("copy a checkpoint");
-            }
-        }
-        let log = std::fs::File::create(dir.path().join("comfyui.log")).unwrap();
-        let mut cmd = Command::new(repo().join("scripts/comfyui/start.sh"));
-        cmd.args(["--port", "0", "--base-dir"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn scripts/comfyui/start.sh");
-        Comfy {
-            url: String::new(),
-            child,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("comfyui.log")).unwrap_or_default()
-    }
-
-    /// Waits until `GET /system_stats` answers 200.
-    async fn ready(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("ComfyUI exited ({status}):\n{}", tail(&self.log(), 30));
-            }
-            if self.url.is_empty() {
-                if let Some(u) = self
-                    .log()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("comfyui-url: "))
-                {
-                    self.url = u.trim().to_string();
-                }
-            } else if http
-                .get(format!("{}/system_stats", self.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ComfyUI did not come up:\n{}",
-                tail(&self.log(), 30)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// One job of the list.

@@ -226,10 +226,6 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let token = shutdown::on_signal();
-    let url = config.redis.resolve_url()?;
-    let queue = queue::Queue::connect(&url, &config.redis.key_prefix, config.queue.settings())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
     let addr = match parse_listen(&config.hub.listen).map_err(anyhow::Error::msg)? {
         ListenAddr::Tcp(a) => a,
         ListenAddr::Unix(p) => anyhow::bail!("the hub listens on TCP only, not {}", p.display()),
@@ -237,6 +233,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    serve_on(config, listener, token).await
+}
+
+/// The hub (`serve`) on an already-bound `listener` until `token` fires:
+/// Redis, in-hub workers and pools, admin, the gateway.
+pub async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    token: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let url = config.redis.resolve_url()?;
+    let queue = queue::Queue::connect(&url, &config.redis.key_prefix, config.queue.settings())
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::config::redact_url(&url)))?;
     let worker_tokens = match &config.hub.worker_tokens_file {
         Some(f) => crate::config::read_secret(f)?
             .lines()
@@ -262,11 +272,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !in_hub.is_empty() {
         worker_tokens.push(internal_token.clone());
     }
-    for mut cfg in in_hub {
-        cfg.token = internal_token.clone();
+    for mut w in in_hub {
+        w.config_mut().token = internal_token.clone();
         let t = token.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::worker::run_agent(cfg, t).await {
+            if let Err(e) = w.run(t).await {
                 tracing::error!("in-process worker: {e:#}");
             }
         });
@@ -339,13 +349,16 @@ fn admin_login(config: &Config) -> anyhow::Result<Option<std::sync::Arc<hub::adm
     ))))
 }
 
-/// The workers the hub runs itself: `[[workers]]` (pool `local`) and one
-/// per URL of each `comfyui_url` pool, with that pool's headers.
+/// The workers the hub runs itself: `[[workers]]` (pool `local`), one per
+/// URL of each `comfyui_url` pool (with that pool's headers) and one per
+/// `runpod_serverless` pool (holding up to its `max_concurrency` jobs).
 fn in_hub_workers(
     config: &Config,
     hub_url: &str,
     starting: &crate::worker::Starting,
-) -> anyhow::Result<Vec<crate::worker::AgentConfig>> {
+) -> anyhow::Result<Vec<crate::worker::InHub>> {
+    use crate::pool::PoolKind;
+    use crate::worker::InHub;
     let heartbeat = Duration::from_millis(config.worker.heartbeat_ms);
     let agent =
         |id: &str, url: &str, capacity: u32, pool: &str, headers| crate::worker::AgentConfig {
@@ -363,25 +376,42 @@ fn in_hub_workers(
         .workers
         .iter()
         .map(|w| {
-            agent(
+            InHub::ComfyUi(agent(
                 &w.id,
                 &w.comfyui_url,
                 w.capacity,
                 crate::pool::DEFAULT_POOL,
                 vec![],
-            )
+            ))
         })
         .collect();
     for p in &config.pools {
-        if p.kind != crate::pool::PoolKind::ComfyuiUrl {
-            continue;
-        }
-        let headers = match &p.headers_file {
-            Some(f) => crate::config::read_headers(f)?,
-            None => vec![],
-        };
-        for (id, url) in p.url_worker_ids().iter().zip(&p.urls) {
-            out.push(agent(id, url, p.capacity, &p.name, headers.clone()));
+        let ids = p.in_hub_worker_ids();
+        match p.kind {
+            PoolKind::Agent => {}
+            PoolKind::ComfyuiUrl => {
+                let headers = match &p.headers_file {
+                    Some(f) => crate::config::read_headers(f)?,
+                    None => vec![],
+                };
+                for (id, url) in ids.iter().zip(&p.urls) {
+                    out.push(InHub::ComfyUi(agent(
+                        id,
+                        url,
+                        p.capacity,
+                        &p.name,
+                        headers.clone(),
+                    )));
+                }
+            }
+            PoolKind::RunpodServerless => {
+                let settings = p.runpod_settings(config.hub.max_output_bytes)?;
+                let address = format!("runpod:{}", settings.endpoint_id);
+                out.push(InHub::RunPod(
+                    agent(&ids[0], &address, p.max_concurrency, &p.name, vec![]),
+                    settings,
+                ));
+            }
         }
     }
     Ok(out)

@@ -379,14 +379,85 @@ pub struct PoolConfig {
     /// `comfyui_url` pools: jobs each URL holds at once.
     #[serde(default = "default_capacity")]
     pub capacity: u32,
+    /// `runpod_serverless` pools: the endpoint's id.
+    #[serde(default)]
+    pub endpoint_id: Option<String>,
+    /// `runpod_serverless` pools: file holding the RunPod API key.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// `runpod_serverless` pools: the API's address (default
+    /// `https://api.runpod.ai/v2`; a proxy's, or a test emulator's).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// `runpod_serverless` pools: what the endpoint's ComfyUI can run, its
+    /// `GET /object_info` saved as JSON (see DEPLOY.md).
+    #[serde(default)]
+    pub object_info_file: Option<PathBuf>,
+    /// `runpod_serverless` pools: longest a job may run there (seconds).
+    #[serde(default = "default_runpod_timeout_s")]
+    pub timeout_s: u64,
+    /// `runpod_serverless` pools: longest a job may wait in RunPod's own
+    /// queue (a cold endpoint) before it is taken back (seconds).
+    #[serde(default = "default_runpod_queue_timeout_s")]
+    pub queue_timeout_s: u64,
+    /// `runpod_serverless` pools: how often a job's status is read (ms).
+    #[serde(default = "default_runpod_poll_ms")]
+    pub poll_ms: u64,
+}
+
+/// RunPod's serverless API.
+pub const RUNPOD_API: &str = "https://api.runpod.ai/v2";
+
+fn default_runpod_timeout_s() -> u64 {
+    600
+}
+fn default_runpod_queue_timeout_s() -> u64 {
+    300
+}
+fn default_runpod_poll_ms() -> u64 {
+    1000
 }
 
 impl PoolConfig {
-    /// The ids of the workers the hub runs for a `comfyui_url` pool.
-    pub fn url_worker_ids(&self) -> Vec<String> {
-        (1..=self.urls.len())
-            .map(|i| format!("{}-{i}", self.name))
-            .collect()
+    /// The ids of the workers the hub runs for this pool: one per URL of
+    /// a `comfyui_url` pool, one for a RunPod endpoint, none for agents.
+    pub fn in_hub_worker_ids(&self) -> Vec<String> {
+        let n = match self.kind {
+            PoolKind::Agent => 0,
+            PoolKind::ComfyuiUrl => self.urls.len(),
+            PoolKind::RunpodServerless => 1,
+        };
+        (1..=n).map(|i| format!("{}-{i}", self.name)).collect()
+    }
+
+    /// A RunPod pool's settings, its API key read from its file.
+    pub fn runpod_settings(
+        &self,
+        max_output_bytes: u64,
+    ) -> Result<crate::worker::runpod::Settings, ConfigError> {
+        let missing = |what: &str| {
+            ConfigError::Invalid(vec![format!("pools ({:?}): {what} is required", self.name)])
+        };
+        let key_file = self
+            .api_key_file
+            .as_ref()
+            .ok_or_else(|| missing("api_key_file"))?;
+        Ok(crate::worker::runpod::Settings {
+            api_base: self.api_base.clone().unwrap_or_else(|| RUNPOD_API.into()),
+            endpoint_id: self
+                .endpoint_id
+                .clone()
+                .ok_or_else(|| missing("endpoint_id"))?,
+            api_key: read_secret(key_file)?,
+            object_info_file: self
+                .object_info_file
+                .clone()
+                .ok_or_else(|| missing("object_info_file"))?,
+            timeout: std::time::Duration::from_secs(self.timeout_s),
+            queue_timeout: std::time::Duration::from_secs(self.queue_timeout_s),
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            max_output_bytes,
+        })
     }
 
     fn problems(&self, i: usize, p: &mut Vec<String>) {
@@ -399,12 +470,57 @@ impl PoolConfig {
         if !(self.price_per_gpu_hour.is_finite() && self.price_per_gpu_hour >= 0.0) {
             p.push(format!("{at}: price_per_gpu_hour must be a number ≥ 0"));
         }
+        let runpod_only = self.endpoint_id.is_some()
+            || self.api_key_file.is_some()
+            || self.api_base.is_some()
+            || self.object_info_file.is_some();
+        if runpod_only && self.kind != PoolKind::RunpodServerless {
+            p.push(format!(
+                "{at}: endpoint_id, api_key_file, api_base and object_info_file belong to kind = \"runpod_serverless\" pools"
+            ));
+        }
         match self.kind {
             PoolKind::Agent => {
                 if !self.urls.is_empty() || self.headers_file.is_some() {
                     p.push(format!(
                         "{at}: urls and headers_file belong to kind = \"comfyui_url\" pools (agents dial the hub and name their pool in worker.pool)"
                     ));
+                }
+            }
+            PoolKind::RunpodServerless => {
+                if !self.urls.is_empty() || self.headers_file.is_some() {
+                    p.push(format!(
+                        "{at}: urls and headers_file belong to kind = \"comfyui_url\" pools (a RunPod pool names its endpoint_id)"
+                    ));
+                }
+                match &self.endpoint_id {
+                    None => p.push(format!("{at}: a runpod_serverless pool needs endpoint_id")),
+                    Some(e) if !crate::queue::valid_name(e) => {
+                        p.push(format!("{at}: endpoint_id {e:?} is not a RunPod endpoint id (lowercase letters, digits, - and _)"))
+                    }
+                    Some(_) => {}
+                }
+                if self.api_key_file.is_none() {
+                    p.push(format!("{at}: a runpod_serverless pool needs api_key_file (the RunPod API key, in a secret file)"));
+                }
+                if self.object_info_file.is_none() {
+                    p.push(format!("{at}: a runpod_serverless pool needs object_info_file (what its ComfyUI can run; see DEPLOY.md)"));
+                }
+                if let Some(b) = &self.api_base {
+                    if !is_http_url(b) {
+                        p.push(format!("{at}: api_base {b:?} is not an http(s) URL"));
+                    }
+                }
+                if self.max_concurrency == 0 {
+                    p.push(format!("{at}: a runpod_serverless pool needs max_concurrency ≥ 1 (jobs it holds at once)"));
+                }
+                if self.timeout_s == 0 || self.queue_timeout_s == 0 {
+                    p.push(format!(
+                        "{at}: timeout_s and queue_timeout_s must be at least 1"
+                    ));
+                }
+                if !(100..=60_000).contains(&self.poll_ms) {
+                    p.push(format!("{at}: poll_ms must be between 100 and 60000"));
                 }
             }
             PoolKind::ComfyuiUrl => {
@@ -641,7 +757,7 @@ impl Config {
                     pool.name
                 ));
             }
-            ids.extend(pool.url_worker_ids());
+            ids.extend(pool.in_hub_worker_ids());
         }
         ids.sort();
         for w in ids.windows(2).filter(|w| w[0] == w[1]) {

@@ -1,5 +1,6 @@
 //! Worker pools: named groups of workers by provider (the host's GPUs,
-//! a rented machine running an agent, a ComfyUI at a URL), each with a
+//! a rented machine running an agent, a ComfyUI at a URL, a RunPod
+//! serverless endpoint), each with a
 //! state the instructor switches at runtime and a burst policy saying when
 //! it takes jobs. The words of that vocabulary live here, shared by the
 //! config, the queue (which enforces them in `lease.lua`), the admin API
@@ -22,6 +23,9 @@ pub enum PoolKind {
     Agent,
     /// ComfyUIs reachable at URLs, driven from inside the hub.
     ComfyuiUrl,
+    /// A RunPod serverless endpoint (worker-comfyui), driven from inside
+    /// the hub by one worker holding up to `max_concurrency` jobs.
+    RunpodServerless,
 }
 
 impl PoolKind {
@@ -29,6 +33,7 @@ impl PoolKind {
         match self {
             PoolKind::Agent => "agent",
             PoolKind::ComfyuiUrl => "comfyui_url",
+            PoolKind::RunpodServerless => "runpod_serverless",
         }
     }
 }

@@ -184,11 +184,16 @@ async fn session(socket: WebSocket, s: HubState) {
                 *cooldown.lock().unwrap() = Some(std::time::Instant::now() + COOLDOWN);
             }
         }
-        if let WorkerMsg::Health { healthy: h, .. } = &msg {
+        if let WorkerMsg::Health {
+            healthy: h,
+            message,
+        } = &msg
+        {
             // The instructor sees it on the dashboard.
             let text = {
                 let mut info = info.lock().unwrap();
                 info["healthy"] = json!(h);
+                info["health"] = json!(message.chars().take(300).collect::<String>());
                 info.to_string()
             };
             let _ = q.set_worker(&worker, Some(&text)).await;
@@ -472,8 +477,10 @@ async fn handle(
             healthy: h,
             message,
         } => {
-            healthy.store(h, Ordering::Relaxed);
-            tracing::warn!(%worker, healthy = h, "{message}");
+            // A provider's health line changes often; only a flip is news.
+            if healthy.swap(h, Ordering::Relaxed) != h {
+                tracing::warn!(%worker, healthy = h, "{message}");
+            }
             if !h {
                 // A ComfyUI that went down comes back with nothing loaded.
                 let _ = q.clear_warm(worker).await;

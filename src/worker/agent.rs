@@ -1,15 +1,14 @@
-//! The worker agent: drives one ComfyUI for the hub. Keeps one socket to
-//! ComfyUI (events) and one to the hub (jobs in, events and results out),
-//! reconnecting to either with backoff; runs up to `capacity` jobs at once
-//! (the next job already waits inside ComfyUI's queue when one ends);
-//! heartbeats every held job; keeps results it could not deliver until the
-//! hub acknowledges them.
+//! The worker agent: the hub's side of one worker. Keeps one socket to the
+//! hub (jobs in, events and results out), reconnecting with backoff; runs
+//! up to `capacity` jobs at once on its backend (`backend.rs`: a ComfyUI,
+//! where the next job already waits inside ComfyUI's queue when one ends,
+//! or a serverless endpoint); heartbeats every held job; keeps results it
+//! could not deliver until the hub acknowledges them.
 
-use super::comfyui::ComfyClient;
-use super::events::Dispatcher;
+use super::backend::{Backend, JobIo};
+use super::comfy_backend::ComfyBackend;
 use super::hub_client::{HubClient, HubSocket};
 use super::prompt::object_info_digest;
-use super::run::{self, JobCtx};
 use crate::protocol::{Held, HubMsg, WorkerMsg};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -28,21 +27,21 @@ const CATALOGUE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 struct Catalogue {
     digest: String,
-    object_info: serde_json::Value,
+    object_info: Arc<serde_json::Value>,
     caps: Vec<String>,
     model_inputs: Vec<(String, String)>,
 }
 
 impl Catalogue {
-    /// Reads ComfyUI's catalogue and model folders.
-    async fn read(comfy: &ComfyClient, object_info: serde_json::Value) -> Self {
-        let files = comfy.model_files().await;
+    /// Reads the backend's catalogue and model folders.
+    async fn read<B: Backend>(backend: &B, object_info: serde_json::Value) -> Self {
+        let files = backend.model_files().await;
         let inputs = crate::catalogue::model_inputs(&object_info, files.as_ref());
         Self {
             digest: object_info_digest(&object_info),
             caps: crate::catalogue::caps(&object_info, &inputs),
             model_inputs: inputs.into_iter().collect(),
-            object_info,
+            object_info: Arc::new(object_info),
         }
     }
 }
@@ -93,16 +92,24 @@ impl Jobs {
     }
 }
 
-/// Runs the agent until `shutdown`.
+/// Runs the agent for the ComfyUI at `cfg.comfyui_url` until `shutdown`.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let comfy = Arc::new(ComfyClient::with_headers(
+    let backend = ComfyBackend::new(
         &cfg.comfyui_url,
         &format!("comfy-multi-{}", cfg.id),
         &cfg.headers,
-    )?);
+    )?;
+    run_with(cfg, Arc::new(backend), shutdown).await
+}
+
+/// Runs the agent for `backend` until `shutdown`.
+pub async fn run_with<B: Backend>(
+    cfg: AgentConfig,
+    backend: Arc<B>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let hub = HubClient::new(&cfg.hub_url, &cfg.token);
-    let events = Dispatcher::default();
-    tokio::spawn(events.clone().run(comfy.clone(), shutdown.clone()));
+    backend.start(shutdown.clone());
     let note = |reason: Option<String>| {
         if let Some(s) = &cfg.starting {
             let mut m = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,27 +119,28 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
             };
         }
     };
-    let Some((object_info, stats)) = wait_for_comfyui(&comfy, &shutdown, &note).await else {
+    let Some((object_info, stats)) = wait_ready(&*backend, &shutdown, &note).await else {
         return Ok(());
     };
     note(None);
-    let first = Catalogue::read(&comfy, object_info.clone()).await;
-    let loaded = super::loaded::Loaded::new(first.model_inputs.iter().cloned());
+    let first = Catalogue::read(&*backend, object_info).await;
+    let loaded = Arc::new(super::loaded::Loaded::new(
+        first.model_inputs.iter().cloned(),
+    ));
+    let object_info = first.object_info.clone();
     let catalogue = Arc::new(std::sync::Mutex::new(first));
     // One ordered channel from the job tasks: a job's events always reach
     // the hub before its result.
     let (out_tx, mut out_rx) = mpsc::channel::<WorkerMsg>(1024);
-    let ctx = Arc::new(JobCtx {
-        comfy: comfy.clone(),
+    let io = JobIo {
         hub: hub.clone(),
-        events: events.clone(),
-        object_info: Arc::new(object_info.clone()),
         out: out_tx,
+        object_info,
         loaded,
-    });
+    };
     let mut jobs = Jobs::default();
     let mut backoff = Duration::from_millis(200);
-    tracing::info!(worker = %cfg.id, comfyui = %cfg.comfyui_url, hub = %cfg.hub_url, "worker agent started");
+    tracing::info!(worker = %cfg.id, runs_on = %backend.address(), hub = %cfg.hub_url, "worker agent started");
 
     while !shutdown.is_cancelled() {
         let ws = match hub.connect().await {
@@ -150,7 +158,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         backoff = Duration::from_millis(200);
         let session = Session {
             cfg: &cfg,
-            ctx: &ctx,
+            backend: &backend,
+            io: &io,
             catalogue: &catalogue,
             stats: &stats,
         };
@@ -161,25 +170,23 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-/// Waits until ComfyUI answers; returns its object_info and system_stats.
-async fn wait_for_comfyui(
-    comfy: &ComfyClient,
+/// Waits until the backend can take jobs; returns its object_info and
+/// system_stats.
+async fn wait_ready<B: Backend>(
+    backend: &B,
     shutdown: &CancellationToken,
     note: &(dyn Fn(Option<String>) + Sync),
 ) -> Option<(serde_json::Value, serde_json::Value)> {
     let mut warned = false;
     loop {
-        match comfy.object_info().await {
-            Ok(info) => {
-                let stats = comfy.system_stats().await.unwrap_or_default();
-                return Some((info, stats));
-            }
+        match backend.probe().await {
+            Ok(ready) => return Some(ready),
             Err(e) => {
                 if !warned {
-                    tracing::warn!("waiting for ComfyUI: {e}");
+                    tracing::warn!(runs_on = %backend.address(), "waiting for the backend: {e}");
                     warned = true;
                 }
-                note(Some(e.to_string()));
+                note(Some(e));
             }
         }
         tokio::select! {
@@ -189,9 +196,10 @@ async fn wait_for_comfyui(
     }
 }
 
-struct Session<'a> {
+struct Session<'a, B> {
     cfg: &'a AgentConfig,
-    ctx: &'a Arc<JobCtx>,
+    backend: &'a Arc<B>,
+    io: &'a JobIo,
     catalogue: &'a Arc<std::sync::Mutex<Catalogue>>,
     stats: &'a serde_json::Value,
 }
@@ -202,7 +210,7 @@ async fn send(ws: &mut HubSocket, msg: &WorkerMsg) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Session<'_> {
+impl<B: Backend> Session<'_, B> {
     /// One hub connection: register, then pass messages until it drops.
     async fn serve(
         &self,
@@ -225,7 +233,7 @@ impl Session<'_> {
             &WorkerMsg::Register {
                 worker: self.cfg.id.clone(),
                 capacity: self.cfg.capacity,
-                comfyui_url: self.cfg.comfyui_url.clone(),
+                comfyui_url: self.backend.address(),
                 object_info_digest: cat.digest,
                 system_stats: self.stats.clone(),
                 holding,
@@ -239,14 +247,14 @@ impl Session<'_> {
             send(&mut ws, msg).await?;
         }
         // What ComfyUI holds loaded: now, and whenever it changes.
-        let mut loaded = self.ctx.loaded.subscribe();
+        let mut loaded = self.io.loaded.subscribe();
         loaded.mark_changed();
         let mut beat = tokio::time::interval(self.cfg.heartbeat);
         // After a pause (the process was stopped, the machine slept) one beat,
         // not a burst of every missed one.
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(Duration::from_secs(1));
-        let mut healthy = true;
+        let mut healthy = (true, String::new());
         let mut refresh = tokio::time::interval(CATALOGUE_EVERY);
         refresh.tick().await;
         loop {
@@ -303,14 +311,13 @@ impl Session<'_> {
                     }
                 }
                 _ = health.tick() => {
-                    let up = self.ctx.events.is_connected();
-                    if up != healthy {
-                        healthy = up;
-                        if !up {
-                            self.ctx.loaded.cleared();
+                    let now = self.backend.health();
+                    if now != healthy {
+                        if !now.0 && healthy.0 {
+                            self.io.loaded.cleared();
                         }
-                        let message = if up { "ComfyUI is back".to_string() } else { "ComfyUI is unreachable".to_string() };
-                        send(&mut ws, &WorkerMsg::Health { healthy: up, message }).await?;
+                        healthy = now.clone();
+                        send(&mut ws, &WorkerMsg::Health { healthy: now.0, message: now.1 }).await?;
                     }
                 }
             }
@@ -345,7 +352,7 @@ impl Session<'_> {
                         ws,
                         &WorkerMsg::ObjectInfo {
                             digest: cat.digest,
-                            data: cat.object_info,
+                            data: (*cat.object_info).clone(),
                         },
                     )
                     .await?;
@@ -360,12 +367,13 @@ impl Session<'_> {
                 }
                 jobs.outbox.remove(&job);
                 jobs.tasks.retain(|_, t| !t.is_finished());
-                if !self.ctx.events.is_connected() {
-                    // ComfyUI is down: hand it straight back.
+                let (up, why) = self.backend.health();
+                if !up {
+                    // Its backend is down: hand it straight back.
                     let msg = WorkerMsg::Release {
                         job: job.clone(),
                         token: lease.token,
-                        reason: "the worker's ComfyUI is unreachable".into(),
+                        reason: why,
                     };
                     jobs.held
                         .insert(job.clone(), (lease.token, CancellationToken::new()));
@@ -375,14 +383,14 @@ impl Session<'_> {
                 let cancel = CancellationToken::new();
                 tracing::info!(%job, attempts = lease.attempts, "job received");
                 jobs.held.insert(job.clone(), (lease.token, cancel.clone()));
-                let ctx = self.ctx.clone();
+                let (backend, io) = (self.backend.clone(), self.io.clone());
                 let earlier = jobs.tasks.remove(&job);
                 let task = tokio::spawn(async move {
                     if let Some(earlier) = earlier {
                         let _ = earlier.await;
                     }
-                    let out = ctx.out.clone();
-                    let result = run::run(ctx, lease, cancel).await;
+                    let out = io.out.clone();
+                    let result = backend.run(io, lease, cancel).await;
                     let _ = out.send(result).await;
                 });
                 jobs.tasks.insert(job, task);
@@ -411,33 +419,33 @@ impl Session<'_> {
             HubMsg::Error { message } => tracing::warn!("hub: {message}"),
             HubMsg::Warmup { id, prompt } => {
                 tracing::info!(warmup = %id, "warm-up requested");
-                let ctx = self.ctx.clone();
+                let (backend, io) = (self.backend.clone(), self.io.clone());
                 tokio::spawn(async move {
-                    let report = super::warmup::run(&ctx.comfy, id, prompt.clone()).await;
+                    let report = backend.warmup(id, prompt.clone()).await;
                     if let WorkerMsg::WarmupDone { error, .. } = &report {
-                        ctx.loaded.warmed(&prompt, error.is_none());
+                        io.loaded.warmed(&prompt, error.is_none());
                     }
-                    let _ = ctx.out.send(report).await;
+                    let _ = io.out.send(report).await;
                 });
             }
         }
         Ok(())
     }
 
-    /// Re-reads ComfyUI's catalogue; the message for the hub when it
-    /// changed (`None` when it did not, or ComfyUI does not answer now).
+    /// Re-reads the backend's catalogue; the message for the hub when it
+    /// changed (`None` when it did not, or the backend does not answer now).
     async fn refresh_catalogue(&self) -> Option<WorkerMsg> {
-        let info = self.ctx.comfy.object_info().await.ok()?;
+        let (info, _) = self.backend.probe().await.ok()?;
         if object_info_digest(&info) == self.catalogue.lock().unwrap().digest {
             return None;
         }
-        let cat = Catalogue::read(&self.ctx.comfy, info).await;
-        tracing::info!(caps = cat.caps.len(), "ComfyUI's catalogue changed");
-        self.ctx.loaded.set_inputs(cat.model_inputs.iter().cloned());
+        let cat = Catalogue::read(&**self.backend, info).await;
+        tracing::info!(caps = cat.caps.len(), "the backend's catalogue changed");
+        self.io.loaded.set_inputs(cat.model_inputs.iter().cloned());
         *self.catalogue.lock().unwrap() = cat.clone();
         Some(WorkerMsg::Catalogue {
             object_info_digest: cat.digest,
-            data: cat.object_info,
+            data: (*cat.object_info).clone(),
             caps: cat.caps,
             model_inputs: cat.model_inputs,
         })

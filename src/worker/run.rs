@@ -4,9 +4,9 @@
 //! the participant's events, copies every output file to the hub before
 //! forwarding `executed`, and ends with a result for the hub.
 
+use super::backend::{fail, fetch_input, result_message, Abort, Ended, JobIo};
 use super::comfyui::{file_refs, rewrite_file_refs, ComfyClient, ComfyEvent, FileRef, SubmitError};
 use super::events::Dispatcher;
-use super::hub_client::HubClient;
 use super::prompt;
 use crate::clock::now_ms;
 use crate::protocol::WorkerMsg;
@@ -19,61 +19,20 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What a job task needs from its agent.
+/// A job on this ComfyUI: its client and event routes, and what the
+/// agent gives every job.
 pub struct JobCtx {
     pub comfy: Arc<ComfyClient>,
-    pub hub: HubClient,
     pub events: Dispatcher,
-    pub object_info: Arc<Value>,
-    /// Messages for the hub (events, started; best-effort).
-    pub out: mpsc::Sender<WorkerMsg>,
-    /// What ComfyUI holds loaded (updated as jobs end).
-    pub loaded: super::loaded::Loaded,
-}
-
-/// Why a job ended without a result of its own.
-enum Abort {
-    /// Give it back: something on the worker's side broke.
-    Release(String),
-    /// The participant's job itself is at fault.
-    Fail(JobError),
-}
-
-fn fail(kind: &str, message: impl Into<String>, details: Value) -> Abort {
-    Abort::Fail(JobError {
-        kind: kind.into(),
-        message: message.into(),
-        details,
-    })
+    pub io: JobIo,
 }
 
 /// Runs the job to its end; answers the final message (`Finished` or
 /// `Release`). `cancel` fires when the hub passes on a cancel.
-pub async fn run(ctx: Arc<JobCtx>, lease: Lease, cancel: CancellationToken) -> WorkerMsg {
-    let job = lease.job_id.clone();
-    let token = lease.token;
-    match execute(&ctx, &lease, &cancel).await {
-        Ok((outcome, outputs, error, gpu_seconds)) => WorkerMsg::Finished {
-            job,
-            token,
-            outcome,
-            outputs,
-            error,
-            gpu_seconds,
-        },
-        Err(Abort::Fail(e)) => WorkerMsg::Finished {
-            job,
-            token,
-            outcome: Outcome::Failed,
-            outputs: json!({}),
-            error: Some(e),
-            gpu_seconds: None,
-        },
-        Err(Abort::Release(reason)) => WorkerMsg::Release { job, token, reason },
-    }
+pub async fn run(ctx: &JobCtx, lease: Lease, cancel: CancellationToken) -> WorkerMsg {
+    let ended = execute(ctx, &lease, &cancel).await;
+    result_message(&lease, ended)
 }
-
-type Ended = (Outcome, Value, Option<JobError>, Option<f64>);
 
 async fn execute(ctx: &JobCtx, lease: &Lease, cancel: &CancellationToken) -> Result<Ended, Abort> {
     let job = lease.job_id.as_str();
@@ -81,25 +40,14 @@ async fn execute(ctx: &JobCtx, lease: &Lease, cancel: &CancellationToken) -> Res
     let mut p = lease.prompt.clone();
 
     // 1. Inputs: the participant's files, uploaded under the job's subfolder.
-    let refs = prompt::input_files(&p, &ctx.object_info);
+    let refs = prompt::input_files(&p, &ctx.io.object_info);
     let mut renamed: HashMap<String, String> = HashMap::new();
     for r in &refs {
         if renamed.contains_key(&r.name) {
             continue;
         }
+        let data = fetch_input(&ctx.io, lease, r).await?;
         let plain = r.name.as_str();
-        let data = ctx
-            .hub
-            .input(job, lease.token, &r.folder, plain)
-            .await
-            .map_err(|e| match e {
-                super::hub_client::HubError::Refused { status: 404, .. } => fail(
-                    "input_missing",
-                    format!("input file {plain:?} not found"),
-                    json!({"node_id": r.node}),
-                ),
-                other => Abort::Release(format!("cannot fetch input {plain:?}: {other}")),
-            })?;
         let base = plain.rsplit('/').next().unwrap_or(plain).to_string();
         let up = ctx
             .comfy
@@ -164,9 +112,9 @@ async fn follow(
     // Nodes that executed or were served from ComfyUI's cache: their
     // loaders' files are what it holds loaded once the prompt ends.
     let mut touched: HashSet<String> = HashSet::new();
-    let ran = |touched: &HashSet<String>| ctx.loaded.ran(lease.token, &lease.prompt, touched);
+    let ran = |touched: &HashSet<String>| ctx.io.loaded.ran(lease.token, &lease.prompt, touched);
     let emit = |event: Value| {
-        let _ = ctx.out.try_send(WorkerMsg::Event {
+        let _ = ctx.io.out.try_send(WorkerMsg::Event {
             job: job.to_string(),
             token: lease.token,
             event,
@@ -208,6 +156,7 @@ async fn follow(
             ComfyEvent::ExecutionStart { .. } => {
                 started = Some(Instant::now());
                 let _ = ctx
+                    .io
                     .out
                     .send(WorkerMsg::Started {
                         job: job.into(),
@@ -254,7 +203,7 @@ async fn follow(
                 image,
                 metadata,
             } => {
-                let _ = ctx.out.try_send(WorkerMsg::Preview {
+                let _ = ctx.io.out.try_send(WorkerMsg::Preview {
                     job: job.into(),
                     token: lease.token,
                     mime,
@@ -325,6 +274,7 @@ async fn copy_outputs(
         })?;
         let target = prompt::strip_job_prefix(&f, sub);
         let s = ctx
+            .io
             .hub
             .output(&lease.job_id, lease.token, &target, data)
             .await

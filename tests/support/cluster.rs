@@ -187,6 +187,8 @@ pub struct Spec {
     pub storage: Option<Value>,
     /// `[[pools]]` entries, as they are written in the config.
     pub pools: Vec<Value>,
+    /// `hub.max_output_bytes` (the default when `None`).
+    pub max_output_bytes: Option<u64>,
 }
 
 impl Default for Spec {
@@ -205,6 +207,7 @@ impl Default for Spec {
             state_tmpfs_mib: None,
             storage: None,
             pools: vec![],
+            max_output_bytes: None,
         }
     }
 }
@@ -361,6 +364,7 @@ impl Cluster {
                 "session_secret_file": secret,
                 "reap_interval_ms": 200,
                 "warmup_timeout_s": spec.warmup_timeout_s,
+                "max_output_bytes": spec.max_output_bytes.unwrap_or(4 << 30),
             },
             "warmup": spec.warmup.iter().map(|w| json!({"workflow": w})).collect::<Vec<_>>(),
             "storage": spec.storage.clone().unwrap_or(json!({})),
@@ -490,6 +494,21 @@ impl Cluster {
             .json()
             .await
             .unwrap()
+    }
+
+    /// `POST /admin/api{path}` as the instructor with a JSON body; the
+    /// answer's status and JSON.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/admin/api{path}", self.hub_url))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
     }
 
     /// The directory holding `logs/`, `state/` and the config.

@@ -6,6 +6,7 @@ pub mod auth_proxy;
 pub mod cluster;
 pub mod hub;
 pub mod report;
+pub mod runpod_emulator;
 
 use comfy_multi::queue::{Queue, QueueSettings};
 use std::net::TcpListener;

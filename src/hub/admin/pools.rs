@@ -30,7 +30,7 @@ pub async fn list(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
         // one not connected yet is still starting (a cold URL).
         let mut members = p.workers.clone();
         if let Some(c) = cfg {
-            for id in c.url_worker_ids() {
+            for id in c.in_hub_worker_ids() {
                 if !members.contains(&id) {
                     members.push(id);
                 }
@@ -41,12 +41,20 @@ pub async fn list(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
         let workers: Vec<Value> = members
             .iter()
             .map(|w| {
-                let kind_url = cfg.is_some_and(|c| c.kind == PoolKind::ComfyuiUrl);
+                let in_hub = cfg.is_some_and(|c| c.kind != PoolKind::Agent);
                 match connected.get(w) {
-                    Some(_) => json!({"id": w, "state": "connected"}),
+                    Some(info) => {
+                        let info: Value = serde_json::from_str(info).unwrap_or_default();
+                        let state = if info["healthy"] == false {
+                            "unhealthy"
+                        } else {
+                            "connected"
+                        };
+                        json!({"id": w, "state": state, "health": info["health"]})
+                    }
                     // Why it is not connected yet: cold (5xx), refused (a
                     // wrong key: 401/403), unreachable.
-                    None if kind_url => match reasons.get(w) {
+                    None if in_hub => match reasons.get(w) {
                         Some(r) => json!({"id": w, "state": "starting", "error": r}),
                         None => json!({"id": w, "state": "starting"}),
                     },
@@ -71,7 +79,7 @@ pub async fn list(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
             "state": shown_state,
             "burst": p.burst.to_string(),
             "workers": workers,
-            "connected": workers.iter().filter(|w| w["state"] == "connected").count(),
+            "connected": workers.iter().filter(|w| w["state"] != "starting" && w["state"] != "disconnected").count(),
             "busy": busy,
             "gpu_hours": gpu_hours,
             "price_per_gpu_hour": price,
