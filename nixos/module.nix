@@ -127,6 +127,16 @@ let
       // optionalAttrs (p.headersFile != null) {
         headers_file = "${hubCreds}/pool-${p.name}-headers";
       }
+      // optionalAttrs (p.kind == "runpod_serverless") {
+        endpoint_id = p.endpointId;
+        api_key_file = "${hubCreds}/pool-${p.name}-api-key";
+        object_info_file = "${p.objectInfoFile}";
+        timeout_s = p.timeoutS;
+        queue_timeout_s = p.queueTimeoutS;
+      }
+      // optionalAttrs (p.apiBase != null) {
+        api_base = p.apiBase;
+      }
     ) cfg.pools;
   }
   // optionalAttrs (cfg.remoteWorkers != [ ]) {
@@ -661,9 +671,42 @@ in
               type = types.enum [
                 "agent"
                 "comfyui_url"
+                "runpod_serverless"
               ];
               default = "agent";
-              description = "`agent`: workers that dial the hub; `comfyui_url`: ComfyUIs at `urls`, driven by the hub.";
+              description = "`agent`: workers that dial the hub; `comfyui_url`: ComfyUIs at `urls`, driven by the hub; `runpod_serverless`: a RunPod endpoint running worker-comfyui, driven by the hub.";
+            };
+            endpointId = mkOption {
+              type = types.nullOr (types.strMatching "[a-z0-9_-]+");
+              default = null;
+              example = "abc123xyz";
+              description = "`runpod_serverless` pools: the endpoint's id.";
+            };
+            apiKeyFile = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "/var/lib/comfy-multi-secrets/runpod-api-key";
+              description = "`runpod_serverless` pools: file on the host holding the RunPod API key (LoadCredential; never in the store).";
+            };
+            objectInfoFile = mkOption {
+              type = types.nullOr types.path;
+              default = null;
+              description = "`runpod_serverless` pools: the endpoint's ComfyUI catalogue (`GET /object_info` of its image, saved as JSON; see DEPLOY.md).";
+            };
+            apiBase = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "`runpod_serverless` pools: the API's address (default RunPod's `https://api.runpod.ai/v2`).";
+            };
+            timeoutS = mkOption {
+              type = types.ints.positive;
+              default = 600;
+              description = "`runpod_serverless` pools: longest a job may run on the endpoint.";
+            };
+            queueTimeoutS = mkOption {
+              type = types.ints.positive;
+              default = 300;
+              description = "`runpod_serverless` pools: longest a job may wait in RunPod's own queue (cold workers) before it is taken back.";
             };
             urls = mkOption {
               type = types.listOf types.str;
@@ -841,6 +884,15 @@ in
         message = "services.comfy-multi: a comfyui_url pool needs urls (and only it takes urls or headersFile).";
       }
       {
+        assertion = lib.all (
+          p:
+          (p.kind == "runpod_serverless")
+          == (p.endpointId != null && p.apiKeyFile != null && p.objectInfoFile != null)
+          && (p.kind == "runpod_serverless" -> p.maxConcurrency > 0 && lib.hasPrefix "/" p.apiKeyFile)
+        ) cfg.pools;
+        message = "services.comfy-multi: a runpod_serverless pool needs endpointId, apiKeyFile (an absolute path on the host), objectInfoFile and maxConcurrency > 0 (and only it takes them).";
+      }
+      {
         assertion = lib.all (p: p.headersFile == null || lib.hasPrefix "/" p.headersFile) cfg.pools;
         message = "services.comfy-multi: a pool's headersFile must be an absolute path on the host.";
       }
@@ -995,6 +1047,9 @@ in
           ]
           ++ map (p: "pool-${p.name}-headers:${p.headersFile}") (
             lib.filter (p: p.headersFile != null) cfg.pools
+          )
+          ++ map (p: "pool-${p.name}-api-key:${p.apiKeyFile}") (
+            lib.filter (p: p.apiKeyFile != null) cfg.pools
           );
           ReadWritePaths = [ cfg.stateDir ];
           LimitNOFILE = 65536; # a WebSocket per participant tab and per worker

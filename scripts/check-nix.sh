@@ -200,6 +200,7 @@ if [ "$MODE" != none ]; then
         bad-names = refused { participants = lib.mkForce [ "alice" "alice" ]; };
         bad-workers = refused { gpus = lib.mkForce [ ]; };
         bad-pools = refused { pools = [ { name = "modal"; kind = "comfyui_url"; } ]; };
+        bad-runpod = refused { pools = [ { name = "rp"; kind = "runpod_serverless"; endpointId = "abc"; } ]; };
       };
       # A rented pool behind an auth header: its settings and the hub unit
       # that hands it the secret.
@@ -207,7 +208,11 @@ if [ "$MODE" != none ]; then
         v = (h.extendModules { modules = [ { services.comfy-multi.pools = [
           { name = "modal"; kind = "comfyui_url"; urls = [ "https://x.modal.run" ];
             headersFile = "/var/lib/comfy-multi-secrets/modal-headers"; burst = "line_over:12";
-            pricePerGpuHour = 2.5; state = "parked"; } ]; } ]; }).config;
+            pricePerGpuHour = 2.5; state = "parked"; }
+          { name = "runpod"; kind = "runpod_serverless"; endpointId = "abc123xyz";
+            apiKeyFile = "/var/lib/comfy-multi-secrets/runpod-api-key";
+            objectInfoFile = "/etc/comfy-multi/runpod-object_info.json";
+            maxConcurrency = 4; burst = "line_over:20"; pricePerGpuHour = 1.9; } ]; } ]; }).config;
       in {
         settings = v.services.comfy-multi.settings.pools;
         credentials = v.systemd.services.comfy-multi.serviceConfig.LoadCredential;
@@ -240,13 +245,19 @@ check(r["appendOnly"] and r["appendFsync"] == "always" and r["port"] == 0 and r[
 check(r["restart"] == "always" and r["truncated"] in ("yes", True),
       "Redis restarts by itself and loads a short-written AOF", f"redis: {r}")
 p = h["pools"]
-check(p["settings"] == [{"name": "modal", "kind": "comfyui_url", "burst": "line_over:12", "state": "parked",
+check(p["settings"][0] == {"name": "modal", "kind": "comfyui_url", "burst": "line_over:12", "state": "parked",
                          "price_per_gpu_hour": 2.5, "max_concurrency": 0, "urls": ["https://x.modal.run"], "capacity": 2,
-                         "headers_file": "/run/credentials/comfy-multi.service/pool-modal-headers"}]
+                         "headers_file": "/run/credentials/comfy-multi.service/pool-modal-headers"}
       and "pool-modal-headers:/var/lib/comfy-multi-secrets/modal-headers" in p["credentials"],
       "a comfyui_url pool renders to [[pools]], its headers file reaches the hub as a credential", f"pools: {p}")
+check(p["settings"][1] == {"name": "runpod", "kind": "runpod_serverless", "burst": "line_over:20", "state": "enabled",
+                         "price_per_gpu_hour": 1.9, "max_concurrency": 4, "endpoint_id": "abc123xyz",
+                         "api_key_file": "/run/credentials/comfy-multi.service/pool-runpod-api-key",
+                         "object_info_file": "/etc/comfy-multi/runpod-object_info.json", "timeout_s": 600, "queue_timeout_s": 300}
+      and "pool-runpod-api-key:/var/lib/comfy-multi-secrets/runpod-api-key" in p["credentials"],
+      "a runpod_serverless pool renders to [[pools]], its API key reaches the hub as a credential", f"pools: {p}")
 for case, want in [("bad-tls", "set either tls.acme"), ("bad-names", "must be unique"), ("bad-workers", "no workers"),
-                   ("bad-pools", "comfyui_url pool needs urls")]:
+                   ("bad-pools", "comfyui_url pool needs urls"), ("bad-runpod", "runpod_serverless pool needs endpointId")]:
     got = h["refusals"][case]
     check(any(want in m for m in got), f"{case}: refused (\"…{want}…\")", f"{case}: not refused with \"{want}\": {got}")
 PY

@@ -329,6 +329,51 @@ fn pool_mistakes_are_named_by_check_config() {
 }
 
 #[test]
+fn runpod_pool_mistakes_are_named_by_check_config() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "r.toml",
+            r#"
+                [[pools]]
+                name = "runpod"
+                kind = "runpod_serverless"
+                api_base = "runpod.io"
+                poll_ms = 5
+                urls = ["https://x.example"]
+                [[pools]]
+                name = "rp2"
+                kind = "runpod_serverless"
+                endpoint_id = "Bad Id!"
+                api_key_file = "/run/keys/runpod"
+                object_info_file = "/etc/comfy-multi/object_info.json"
+                max_concurrency = 2
+                [[pools]]
+                name = "local2"
+                endpoint_id = "abc"
+            "#,
+        )?;
+        let e = load(jail, "r.toml", json!({})).unwrap_err().to_string();
+        for needle in [
+            "pools[0] (\"runpod\"): a runpod_serverless pool needs endpoint_id",
+            "needs api_key_file",
+            "needs object_info_file",
+            "needs max_concurrency ≥ 1",
+            "api_base \"runpod.io\" is not an http(s) URL",
+            "poll_ms must be between 100 and 60000",
+            "a RunPod pool names its endpoint_id",
+            "endpoint_id \"Bad Id!\" is not a RunPod endpoint id",
+            "pools[2] (\"local2\"): endpoint_id, api_key_file, api_base and object_info_file belong to kind = \"runpod_serverless\" pools",
+        ] {
+            assert!(e.contains(needle), "{needle} missing in: {e}");
+        }
+        jail.create_file("k.toml", "[[pools]]\nname = \"x\"\nkind = \"modal\"\n")?;
+        let e = load(jail, "k.toml", json!({})).unwrap_err().to_string();
+        assert!(e.contains("runpod_serverless"), "the kinds are listed: {e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn a_pool_headers_file_is_read_and_its_mistakes_never_show_a_value() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good");

@@ -479,6 +479,11 @@ async fn handle(
         } => {
             // A provider's health line changes often; only a flip is news.
             if healthy.swap(h, Ordering::Relaxed) != h {
+                let message = if message.is_empty() {
+                    "healthy again"
+                } else {
+                    &message
+                };
                 tracing::warn!(%worker, healthy = h, "{message}");
             }
             if !h {

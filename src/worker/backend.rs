@@ -52,7 +52,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Background work until `shutdown` (an event socket, a health poll).
     fn start(self: &Arc<Self>, shutdown: CancellationToken);
 
-    /// Whether it can run jobs now, and what the instructor is shown.
+    /// Whether it can run jobs now, and what the instructor is shown
+    /// (empty: nothing to say). The agent reports it when it changes.
     fn health(&self) -> (bool, String);
 
     /// Runs one leased job to its end: `Finished` or `Release`.

@@ -49,7 +49,8 @@ impl Backend for ComfyBackend {
 
     fn health(&self) -> (bool, String) {
         if self.events.is_connected() {
-            (true, "ComfyUI is back".into())
+            // Nothing to show while it answers.
+            (true, String::new())
         } else {
             (false, "ComfyUI is unreachable".into())
         }

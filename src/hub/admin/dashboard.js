@@ -599,7 +599,9 @@ function renderPools() {
         h('button', { class: 'btn small', 'data-action': 'burst', onclick: (e) => act(`Burst policy of ${p.name}`, `/pools/${p.name}`, { burst: input.value.trim() }, { button: e.currentTarget }) }, 'Set')),
       h('td', { title: (p.workers || []).map((w) => `${w.id}: ${w.state}${w.error ? ` (${w.error})` : ''}`).join('\n') },
         `${p.connected}/${(p.workers || []).length} connected · ${p.busy} busy`,
-        ...(p.workers || []).filter((w) => w.error).map((w) => h('div', { class: 'muted small pool-error' }, `${w.id}: ${w.error}`))),
+        ...(p.workers || []).filter((w) => w.error).map((w) => h('div', { class: 'muted small pool-error' }, `${w.id}: ${w.error}`)),
+        // A provider's own view (RunPod: its workers idle/running/initializing, its queue).
+        ...(p.workers || []).filter((w) => w.health && !w.error).map((w) => h('div', { class: `muted small pool-health${w.state === 'unhealthy' ? ' pool-error' : ''}` }, `${w.id}: ${w.health}`))),
       h('td', {}, `${(p.gpu_hours ?? 0).toFixed(2)} h · ${(p.cost ?? 0).toFixed(2)}`),
       h('td', {},
         p.state === 'enabled' ? null : btn('Enable', 'enable', 'take jobs as its burst policy says'),
