@@ -283,3 +283,67 @@ async fn an_open_editor_socket_shows_the_participant_online_until_it_closes() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_submit_the_client_gave_up_on_and_retried_queues_one_job() {
+    use tokio::io::AsyncWriteExt;
+    let (_r, queue, mine, _theirs, _s) = setup().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut body = prompt(1);
+    body["prompt_id"] = json!(id);
+    body["client_id"] = json!("editor-1");
+    let body = body.to_string();
+    let url = reqwest::Url::parse(&mine).unwrap();
+    // The editor's request goes out whole, then the client gives up on it
+    // (a timeout on a flaky network) without reading the answer — several
+    // times, each perhaps queued or not.
+    for _ in 0..3 {
+        let mut tcp =
+            tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+                .await
+                .unwrap();
+        let req = format!(
+            "POST {}/prompt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            url.path(),
+            body.len()
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        drop(tcp);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Its retry with the same prompt_id gets the one job, queued once.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{mine}/prompt"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["prompt_id"], id.as_str());
+    let again: Value = http
+        .post(format!("{mine}/prompt"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["number"], v["number"], "the same job both times");
+    let waiting = queue.participant_queue("user07", 1).await.unwrap().waiting;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].job_id, id);
+    // The same id with another workflow is still refused.
+    let mut other = prompt(2);
+    other["prompt_id"] = json!(id);
+    let r = http
+        .post(format!("{mine}/prompt"))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -46,13 +46,40 @@ async fn enqueue_stores_the_job_and_returns_increasing_numbers() {
 }
 
 #[tokio::test]
-async fn enqueue_accepts_a_client_given_uuid_and_refuses_it_twice() {
-    let (_r, q) = setup().await;
+async fn a_retried_submit_with_the_same_id_gets_the_first_job_and_queues_nothing_new() {
+    let (r, q) = setup().await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut j = job("user01", 1);
     j.id = Some(id.clone());
-    assert_eq!(q.enqueue(j.clone()).await.unwrap().id, id);
-    assert_eq!(refusal(q.enqueue(j).await), Refusal::DuplicateId);
+    let first = q.enqueue(j.clone()).await.unwrap();
+    assert_eq!((first.id.as_str(), first.again), (id.as_str(), false));
+    let keys = key_count(&r, &q).await;
+    // The same participant, id and prompt again (a retry after a timeout):
+    // the first job, nothing written.
+    let again = q.enqueue(j.clone()).await.unwrap();
+    assert_eq!(
+        (again.id, again.number, again.again),
+        (id.clone(), first.number, true)
+    );
+    assert_eq!(key_count(&r, &q).await, keys);
+    assert_eq!(
+        q.participant_queue("user01", 1)
+            .await
+            .unwrap()
+            .waiting
+            .len(),
+        1
+    );
+    // The id with another prompt, or from another participant: refused.
+    let mut other = job("user01", 2);
+    other.id = Some(id.clone());
+    assert_eq!(refusal(q.enqueue(other).await), Refusal::DuplicateId);
+    let mut theirs = job("user02", 1);
+    theirs.id = Some(id);
+    assert_eq!(refusal(q.enqueue(theirs).await), Refusal::DuplicateId);
+    // No number was spent on the retry.
+    let next = q.enqueue(job("user01", 3)).await.unwrap();
+    assert_eq!(next.number, first.number + 1);
 }
 
 #[tokio::test]

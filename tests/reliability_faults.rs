@@ -1078,3 +1078,128 @@ async fn a_disk_filled_by_outputs_refuses_new_jobs_clearly_loses_nothing_and_hea
         &c,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rented_serverless_pool_that_forgets_hangs_and_errors_loses_and_duplicates_nothing() {
+    use std::sync::atomic::Ordering;
+    let _serial = SERIAL.lock().await;
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let comfys = start_comfyuis(2);
+    let key = "rpa_reliability_key";
+    let emu = support::runpod_emulator::start(
+        &[comfys[1].url.clone(), comfys[1].url.clone()],
+        key,
+        "ep-reliability",
+        Duration::ZERO,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let info: serde_json::Value = reqwest::get(format!("{}/object_info", comfys[1].url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("object_info.json"), info.to_string()).unwrap();
+    std::fs::write(dir.path().join("key"), key).unwrap();
+    let spec = Spec {
+        participants: 3,
+        comfyuis: vec![comfys[0].url.clone()],
+        max_attempts: 4,
+        pools: vec![serde_json::json!({
+            "name": "runpod", "kind": "runpod_serverless", "endpoint_id": "ep-reliability",
+            "api_base": emu.api_base, "api_key_file": dir.path().join("key"),
+            "object_info_file": dir.path().join("object_info.json"),
+            "max_concurrency": 2, "poll_ms": 200, "timeout_s": 3,
+        })],
+        ..Spec::default()
+    };
+    let c = Cluster::start(&spec).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c
+        .queue()
+        .await
+        .workers()
+        .await
+        .unwrap()
+        .contains_key("runpod-1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the RunPod pool never joined\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n0 = seed % 1000 * 100;
+    let acked = submit_all(&c, 3, 4, 1.5, n0).await;
+    // Once RunPod runs something: it forgets one job, one never completes,
+    // and its API fails a burst of requests and garbles a few statuses.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !emu.states().contains_key("IN_PROGRESS") {
+        assert!(
+            Instant::now() < deadline,
+            "RunPod never ran a job\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1000))).await;
+    let t0 = Instant::now();
+    emu.faults.vanish.store(1, Ordering::SeqCst);
+    emu.faults.hang.store(1, Ordering::SeqCst);
+    emu.faults
+        .unavailable
+        .store(rng.random_range(3..8), Ordering::SeqCst);
+    emu.faults
+        .garbage_status
+        .store(rng.random_range(1..4), Ordering::SeqCst);
+    let jepsen = c.settle(&acked, Duration::from_secs(240)).await;
+    let cleared = t0.elapsed();
+    let q = c.queue().await;
+    let (mut on_pool, mut retried) = (0, 0);
+    for (_, id) in &acked {
+        let j = q.job(id).await.unwrap().unwrap();
+        on_pool += usize::from(j.worker.as_deref() == Some("runpod-1"));
+        retried += usize::from(j.attempts > 0);
+    }
+    let faults_used = emu.faults.vanish.load(Ordering::SeqCst) == 0
+        && emu.faults.hang.load(Ordering::SeqCst) == 0;
+    let jepsen = Jepsen {
+        recovery_ms: Some(cleared.as_millis() as u64),
+        ..jepsen
+    };
+    let record = Record::new(
+        Section::Fault,
+        "fault-9-provider",
+        "A rented RunPod serverless pool (contract emulator on a real ComfyUI) forgets a job, hangs another, fails and garbles API answers",
+    )
+    .setup(
+        "3 participants via their frontends, 12 jobs of 1.5 s; 1 local worker agent + a runpod_serverless pool (2 emulated GPUs, max_concurrency 2, timeout 3 s); faults injected once RunPod runs a job; recovery = from the faults to every job final",
+    )
+    .measure("jobs run on the pool", on_pool)
+    .measure("jobs retried", retried)
+    .measure("RunPod /run calls", emu.stats.runs.load(Ordering::Relaxed))
+    .measure("line cleared after the faults", ms(cleared));
+    let record = Record {
+        seed: Some(seed),
+        ..record
+    };
+    report_and_check(
+        record,
+        jepsen,
+        &[
+            (
+                "both job faults happened (a forgotten and a hung job)",
+                faults_used,
+            ),
+            ("the pool ran jobs", on_pool >= 1),
+            (
+                "the forgotten and the hung job were each retried",
+                retried >= 2,
+            ),
+        ],
+        &c,
+    );
+}

@@ -222,6 +222,9 @@ pub struct NewJob {
 pub struct Enqueued {
     pub id: String,
     pub number: u64,
+    /// A retried submit (same id, participant and prompt): this is the
+    /// job the first one queued; nothing new was queued.
+    pub again: bool,
 }
 
 /// A job handed to a worker, with the fencing token it must quote.

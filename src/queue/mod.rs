@@ -300,7 +300,8 @@ impl Queue {
             })?;
         let number = parse(reply.get(1), "job number")?;
         self.wait_aof().await;
-        Ok(Enqueued { id, number })
+        let again = reply.get(2).is_some();
+        Ok(Enqueued { id, number, again })
     }
 
     /// On Redis ≥ 7.2 with AOF on, waits until the write is fsynced.

@@ -120,6 +120,42 @@ async function refresh() {
   timer = setTimeout(refresh, s.waiting.length ? 5000 : 30000);
 }
 
+// A submit that times out or loses its connection may have been queued all
+// the same. Every submit carries its own prompt_id, and a retry with that id
+// gets the first job back instead of a second one (the queue's enqueue
+// answers the existing job), so a flaky network never doubles a job.
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16)); // works without https, unlike randomUUID
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+const fetchApi = api.fetchApi.bind(api);
+api.fetchApi = async (route, options = {}) => {
+  const post = String(options.method || "GET").toUpperCase() === "POST";
+  if (route !== "/prompt" || !post || typeof options.body !== "string") return fetchApi(route, options);
+  let body;
+  try {
+    body = JSON.parse(options.body);
+  } catch {
+    return fetchApi(route, options);
+  }
+  if (!body.prompt_id) body.prompt_id = uuid4();
+  const opts = { ...options, body: JSON.stringify(body) };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await fetchApi(route, opts);
+      // 502/503/504: the way to the queue broke; anything else is the answer.
+      if (![502, 503, 504].includes(r.status) || attempt >= 3) return r;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+    await new Promise((res) => setTimeout(res, 700 * attempt));
+  }
+};
+
 app.registerExtension({
   name: "comfy-multi.workshop",
   async setup() {

@@ -5,13 +5,24 @@
 --       8 max prompt bytes, 9 required capability tags ("\n"-separated, may be
 --       empty), 10 workflow name (display only), 11 how long (ms) a
 --       disconnected worker still counts as one that can run jobs
--- Returns: {"ok", number} | {"err", code, message} with code one of
+-- Returns: {"ok", number} | {"ok", number, "again"} (a retried submit: the
+--          job id exists with the same participant and prompt, so the first
+--          job is the answer and nothing is written)
+--        | {"err", code, message} with code one of
 --          prompt_too_large, paused, storage_full (the hub's storage watch
 --          says the disks are nearly full), locked, too_many_pending, duplicate_id,
 --          not_on_any_worker (no worker connected or seen within ARGV[11]
 --          has every tag; with no such worker at all the job is accepted and
 --          waits for one)
 local id, u, prompt = ARGV[2], ARGV[3], ARGV[4]
+local jk = k('job', id)
+local earlier = redis.call('HMGET', jk, 'participant', 'prompt', 'number')
+if earlier[1] then
+  if earlier[1] == u and earlier[2] == prompt then
+    return {'ok', tonumber(earlier[3]), 'again'}
+  end
+  return err('duplicate_id', 'a job with this id already exists')
+end
 local max_bytes = tonumber(ARGV[8])
 if #prompt > max_bytes then
   return err('prompt_too_large', 'the prompt is ' .. #prompt .. ' bytes; the limit is ' .. max_bytes)
@@ -32,10 +43,6 @@ local max_pending = num(ui[3], num(s[2], tonumber(ARGV[7])))
 local active = num(ui[2], 0)
 if active >= max_pending then
   return err('too_many_pending', 'you already have ' .. active .. ' jobs waiting or running; the limit is ' .. max_pending)
-end
-local jk = k('job', id)
-if redis.call('EXISTS', jk) == 1 then
-  return err('duplicate_id', 'a job with this id already exists')
 end
 
 local now = now_ms()
