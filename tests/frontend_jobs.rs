@@ -347,3 +347,77 @@ async fn a_submit_the_client_gave_up_on_and_retried_queues_one_job() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn an_editor_socket_that_stops_answering_pings_is_closed_and_its_participant_goes_offline() {
+    use futures_util::StreamExt;
+    let redis = RedisServer::start();
+    let queue = Queue::connect(
+        &redis.url(),
+        &support::unique_prefix(),
+        QueueSettings::default(),
+    )
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_url = format!(
+        "ws://{}/user07/ws?clientId=",
+        listener.local_addr().unwrap()
+    );
+    let fs = FrontendState::new(
+        "user07",
+        queue.clone(),
+        state.path().join("static"),
+        state.path().join("users/user07"),
+        1 << 20,
+    )
+    .with_socket_ping(std::time::Duration::from_millis(300));
+    tokio::spawn(run(listener, fs, CancellationToken::new()));
+    // A live editor keeps reading (and so answers every ping); a vanished
+    // laptop reads nothing.
+    let (mut live, _) = tokio_tungstenite::connect_async(format!("{ws_url}live"))
+        .await
+        .unwrap();
+    let (mut gone, _) = tokio_tungstenite::connect_async(format!("{ws_url}gone"))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut pings = 0;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(3000) {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), live.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => pings += 1,
+                Ok(Some(Ok(_))) | Err(_) => {}
+                Ok(None) | Ok(Some(Err(_))) => return (pings, false),
+            }
+        }
+        (pings, true)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    // Reading now: the server's pings, then its close — it gave up on us.
+    let mut closed = false;
+    while let Ok(Some(m)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), gone.next()).await
+    {
+        if matches!(
+            m,
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_)
+        ) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the silent socket was not closed");
+    let (pings, still_open) = reader.await.unwrap();
+    assert!(pings >= 3, "the live socket was pinged: {pings}");
+    assert!(still_open, "the answering socket stayed open");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while queue.online().await.unwrap().get("user07") != Some(&1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only the live one counts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

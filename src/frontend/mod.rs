@@ -63,6 +63,9 @@ pub struct FrontendState {
     /// One permit per open editor socket.
     sockets: Arc<tokio::sync::Semaphore>,
     max_sockets: usize,
+    /// How often an editor socket is pinged; one silent for three of
+    /// these (a laptop closed, a network gone) is closed.
+    socket_ping: std::time::Duration,
 }
 
 impl FrontendState {
@@ -85,7 +88,15 @@ impl FrontendState {
             node_policy: Arc::default(),
             sockets: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_SOCKETS)),
             max_sockets: DEFAULT_MAX_SOCKETS,
+            socket_ping: std::time::Duration::from_secs(20),
         }
+    }
+
+    /// Pings editor sockets every `every`; one silent for three of these
+    /// is closed (its slot and its "online" mark freed).
+    pub fn with_socket_ping(mut self, every: std::time::Duration) -> Self {
+        self.socket_ping = every.max(std::time::Duration::from_millis(10));
+        self
     }
 
     /// Refuses prompts that use node types the instructor's policy refuses

@@ -141,13 +141,28 @@ async fn serve(
     // Jobs whose end this socket has already told (to synthesize one for jobs
     // that ended without a worker's events: refused, cancelled while waiting).
     let mut ended = std::collections::HashSet::new();
+    // A browser answers pings by itself; a socket that stays silent is a
+    // vanished laptop, not a participant (TCP may take many minutes to say).
+    let mut ping = tokio::time::interval(s.socket_ping);
+    ping.tick().await;
+    let mut heard = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let _ = s.queue.set_online(&s.participant, presence, ONLINE_TTL).await;
             }
+            _ = ping.tick() => {
+                if heard.elapsed() > s.socket_ping * 3 {
+                    tracing::info!(participant = %s.participant, "closing an editor socket that stopped answering");
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             m = socket.recv() => {
                 let Some(Ok(m)) = m else { return };
+                heard = std::time::Instant::now();
                 let Message::Text(t) = m else { continue };
                 let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
                 if v["type"] == "feature_flags" {
