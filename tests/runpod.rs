@@ -46,6 +46,14 @@ async fn pool(
     p
 }
 
+/// A CPU ComfyUI and an emulated RunPod endpoint with `gpus` workers on it.
+async fn endpoint(gpus: usize) -> (ComfyUi, Emulator) {
+    let comfy = ComfyUi::start();
+    let urls = vec![comfy.url.clone(); gpus];
+    let emu = runpod_emulator::start(&urls, KEY, ENDPOINT, Duration::ZERO).await;
+    (comfy, emu)
+}
+
 async fn wait_connected(c: &Cluster, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -101,14 +109,7 @@ async fn wait_final(c: &Cluster, id: &str, timeout: Duration) -> comfy_multi::qu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participants_job_runs_on_a_runpod_endpoint_with_inputs_outputs_events_and_cancel() {
-    let comfy = ComfyUi::start();
-    let emu = runpod_emulator::start(
-        std::slice::from_ref(&comfy.url),
-        KEY,
-        ENDPOINT,
-        Duration::ZERO,
-    )
-    .await;
+    let (comfy, emu) = endpoint(1).await;
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         pools: vec![pool(&emu, &comfy, dir.path(), KEY, json!({})).await],
@@ -242,14 +243,7 @@ async fn a_participants_job_runs_on_a_runpod_endpoint_with_inputs_outputs_events
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_faults_lose_nothing_and_bad_payloads_fail_with_a_reason() {
-    let comfy = ComfyUi::start();
-    let emu = runpod_emulator::start(
-        &[comfy.url.clone(), comfy.url.clone()],
-        KEY,
-        ENDPOINT,
-        Duration::ZERO,
-    )
-    .await;
+    let (comfy, emu) = endpoint(2).await;
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         pools: vec![pool(&emu, &comfy, dir.path(), KEY, json!({"timeout_s": 2})).await],
@@ -337,14 +331,7 @@ async fn provider_faults_lose_nothing_and_bad_payloads_fail_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_api_key_keeps_the_pool_out_and_jobs_run_on_the_local_gpu() {
-    let comfy = ComfyUi::start();
-    let emu = runpod_emulator::start(
-        std::slice::from_ref(&comfy.url),
-        KEY,
-        ENDPOINT,
-        Duration::ZERO,
-    )
-    .await;
+    let (comfy, emu) = endpoint(1).await;
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         comfyuis: vec![comfy.url.clone()],
@@ -377,14 +364,7 @@ async fn a_wrong_api_key_keeps_the_pool_out_and_jobs_run_on_the_local_gpu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_burst_pool_joins_only_while_the_line_is_long_and_draining_it_mid_job_loses_nothing() {
-    let comfy = ComfyUi::start();
-    let emu = runpod_emulator::start(
-        &[comfy.url.clone(), comfy.url.clone()],
-        KEY,
-        ENDPOINT,
-        Duration::ZERO,
-    )
-    .await;
+    let (comfy, emu) = endpoint(2).await;
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         participants: 3,

@@ -310,12 +310,16 @@ async fn status(
     }
     match s.jobs.lock().unwrap().get(&id) {
         Some(j) => Json(status_json(&id, j)).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "job not found"})),
-        )
-            .into_response(),
+        None => not_found(),
     }
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "job not found"})),
+    )
+        .into_response()
 }
 
 async fn stream(
@@ -333,11 +337,7 @@ async fn stream(
             let stream: Vec<Value> = j.output.iter().map(|o| json!({"output": o})).collect();
             Json(json!({"status": j.state.as_str(), "stream": stream})).into_response()
         }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "job not found"})),
-        )
-            .into_response(),
+        None => not_found(),
     }
 }
 
@@ -353,11 +353,7 @@ async fn cancel(
     let (token, prompt) = {
         let mut jobs = s.jobs.lock().unwrap();
         let Some(j) = jobs.get_mut(&id) else {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "job not found"})),
-            )
-                .into_response();
+            return not_found();
         };
         if !j.state.is_final() {
             j.state = State_::Cancelled;
