@@ -418,6 +418,14 @@ fn default_runpod_poll_ms() -> u64 {
     1000
 }
 
+/// What pool `name` costs per GPU-hour (0 for a pool not in the config).
+pub fn pool_price(pools: &[PoolConfig], name: &str) -> f64 {
+    pools
+        .iter()
+        .find(|p| p.name == name)
+        .map_or(0.0, |p| p.price_per_gpu_hour)
+}
+
 impl PoolConfig {
     /// The ids of the workers the hub runs for this pool: one per URL of
     /// a `comfyui_url` pool, one for a RunPod endpoint, none for agents.

@@ -91,6 +91,17 @@ async fn job(c: &Cluster, id: &str) -> comfy_multi::queue::Job {
     c.queue().await.job(id).await.unwrap().unwrap()
 }
 
+/// Submits `prompt` as `user` and waits (at most `secs`) for its end.
+async fn submit_and_wait(
+    c: &Cluster,
+    user: &str,
+    prompt: &Value,
+    secs: u64,
+) -> comfy_multi::queue::Job {
+    let id = c.submit(user, prompt).await.unwrap();
+    wait_final(c, &id, Duration::from_secs(secs)).await
+}
+
 async fn wait_final(c: &Cluster, id: &str, timeout: Duration) -> comfy_multi::queue::Job {
     let deadline = Instant::now() + timeout;
     loop {
@@ -259,29 +270,25 @@ async fn provider_faults_lose_nothing_and_bad_payloads_fail_with_a_reason() {
     // A burst of 503s and garbage status bodies: ridden out.
     emu.faults.unavailable.store(3, Ordering::SeqCst);
     emu.faults.garbage_status.store(3, Ordering::SeqCst);
-    let a = c.submit("user01", &sleep_prompt(0.2, 10)).await.unwrap();
-    let j = wait_final(&c, &a, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 10), 60).await;
     assert_eq!(j.status.as_str(), "succeeded", "{}", c.logs());
     assert_eq!(j.attempts, 0, "a short outage is not a retry");
 
     // A job RunPod forgets (404): given back and run again, once.
     emu.faults.vanish.store(1, Ordering::SeqCst);
-    let b = c.submit("user01", &sleep_prompt(0.2, 11)).await.unwrap();
-    let j = wait_final(&c, &b, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 11), 60).await;
     assert_eq!(j.status.as_str(), "succeeded", "{}", c.logs());
     assert_eq!(j.attempts, 1, "run again once");
 
     // A status that never completes: taken back after the time limit.
     emu.faults.hang.store(1, Ordering::SeqCst);
-    let h = c.submit("user01", &sleep_prompt(0.2, 12)).await.unwrap();
-    let j = wait_final(&c, &h, Duration::from_secs(90)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 12), 90).await;
     assert_eq!(j.status.as_str(), "succeeded", "{}", c.logs());
     assert_eq!(j.attempts, 1, "run again once");
 
     // A malformed output every time: retried, then failed saying why.
     emu.faults.malformed.store(100, Ordering::SeqCst);
-    let m = c.submit("user01", &sleep_prompt(0.2, 13)).await.unwrap();
-    let j = wait_final(&c, &m, Duration::from_secs(90)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 13), 90).await;
     emu.faults.malformed.store(0, Ordering::SeqCst);
     assert_eq!(j.status.as_str(), "failed");
     let why = j
@@ -294,8 +301,7 @@ async fn provider_faults_lose_nothing_and_bad_payloads_fail_with_a_reason() {
     // An output over the workshop's limit: failed at once, saying so.
     emu.faults.oversize_bytes.store(2 << 20, Ordering::SeqCst);
     emu.faults.oversize.store(1, Ordering::SeqCst);
-    let o = c.submit("user01", &sleep_prompt(0.2, 14)).await.unwrap();
-    let j = wait_final(&c, &o, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 14), 60).await;
     assert_eq!(j.status.as_str(), "failed");
     assert_eq!(j.attempts, 0, "not retried: it would be as large again");
     let why = j
@@ -314,8 +320,7 @@ async fn provider_faults_lose_nothing_and_bad_payloads_fail_with_a_reason() {
         .unwrap(),
     )
     .unwrap();
-    let e = c.submit("user01", &fail).await.unwrap();
-    let j = wait_final(&c, &e, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user01", &fail, 60).await;
     assert_eq!(j.status.as_str(), "failed");
     let why = j
         .error
@@ -354,8 +359,7 @@ async fn a_wrong_api_key_keeps_the_pool_out_and_jobs_run_on_the_local_gpu() {
     assert_eq!(rp["workers"][0]["state"], "starting", "{pools}");
     let why = rp["workers"][0]["error"].as_str().unwrap_or_default();
     assert!(why.contains("API key") && why.contains("401"), "{pools}");
-    let id = c.submit("user01", &sleep_prompt(0.2, 20)).await.unwrap();
-    let j = wait_final(&c, &id, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user01", &sleep_prompt(0.2, 20), 60).await;
     assert_eq!(j.status.as_str(), "succeeded");
     assert_eq!(j.worker.as_deref(), Some("gpu0"));
     assert_eq!(emu.stats.runs.load(Ordering::Relaxed), 0);
@@ -437,8 +441,7 @@ async fn the_burst_pool_joins_only_while_the_line_is_long_and_draining_it_mid_jo
     // Enabled again with a short line: it stays out.
     c.admin_post("/pools/runpod", json!({"state": "enable"}))
         .await;
-    let id = c.submit("user02", &sleep_prompt(0.2, 60)).await.unwrap();
-    let j = wait_final(&c, &id, Duration::from_secs(60)).await;
+    let j = submit_and_wait(&c, "user02", &sleep_prompt(0.2, 60), 60).await;
     assert_eq!(j.worker.as_deref(), Some("gpu0"));
     assert_eq!(emu.stats.runs.load(Ordering::Relaxed), runs_after_drain);
 }

@@ -214,7 +214,7 @@ async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
             model_inputs.extend(list);
         }
     }
-    let mut c = for_the_app(&merged.to_string(), &s.node_policy);
+    let mut c = for_the_app(merged, &s.node_policy);
     c.model_inputs = Arc::new(model_inputs);
     // Kept only when every worker's catalogue was there: a partial merge
     // must not stand for the whole set of digests.
@@ -228,10 +228,10 @@ async fn load_catalogue(s: &FrontendState) -> Result<Catalogue, AppError> {
 /// leave out: `python_module` (read with `.split`) and `input_order` (the
 /// widget order, else taken from the key order of `input`). Node types the
 /// instructor's policy refuses are marked (see `policy.rs`).
-fn for_the_app(text: &str, policy: &super::NodePolicy) -> Catalogue {
-    let Ok(Value::Object(mut nodes)) = serde_json::from_str::<Value>(text) else {
+fn for_the_app(catalogue: Value, policy: &super::NodePolicy) -> Catalogue {
+    let Value::Object(mut nodes) = catalogue else {
         return Catalogue {
-            text: Arc::new(text.to_string()),
+            text: Arc::new(catalogue.to_string()),
             parsed: None,
             model_inputs: Arc::default(),
         };

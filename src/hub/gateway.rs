@@ -190,13 +190,12 @@ async fn session(socket: WebSocket, s: HubState) {
         } = &msg
         {
             // The instructor sees it on the dashboard.
-            let text = {
-                let mut info = info.lock().unwrap();
-                info["healthy"] = json!(h);
-                info["health"] = json!(message.chars().take(300).collect::<String>());
-                info.to_string()
-            };
-            let _ = q.set_worker(&worker, Some(&text)).await;
+            let health: String = message.chars().take(300).collect();
+            describe(&q, &worker, &info, |i| {
+                i["healthy"] = json!(h);
+                i["health"] = json!(health);
+            })
+            .await;
         }
         if let WorkerMsg::WarmupDone { id, error, seconds } = msg {
             warmup.report(&id, error, seconds).await;
@@ -211,12 +210,10 @@ async fn session(socket: WebSocket, s: HubState) {
         {
             caps = c.clone();
             model_inputs = m.clone();
-            let text = {
-                let mut info = info.lock().unwrap();
-                info["object_info_digest"] = json!(object_info_digest);
-                info.to_string()
-            };
-            let _ = q.set_worker(&worker, Some(&text)).await;
+            describe(&q, &worker, &info, |i| {
+                i["object_info_digest"] = json!(object_info_digest)
+            })
+            .await;
         }
         handle(
             &q,
@@ -237,6 +234,22 @@ async fn session(socket: WebSocket, s: HubState) {
     let _ = q.set_worker(&worker, None).await;
     let _ = q.worker_seen(&worker).await;
     tracing::info!(%worker, held = held.lock().unwrap().len(), "worker disconnected; its leases run on until they expire");
+}
+
+/// Changes the connected worker's description (what the dashboard shows)
+/// and stores it.
+async fn describe(
+    q: &Queue,
+    worker: &str,
+    info: &Mutex<serde_json::Value>,
+    change: impl FnOnce(&mut serde_json::Value),
+) {
+    let text = {
+        let mut info = info.lock().unwrap();
+        change(&mut info);
+        info.to_string()
+    };
+    let _ = q.set_worker(worker, Some(&text)).await;
 }
 
 /// Keeps what a worker can run (its tags for the lease, its catalogue's
@@ -342,13 +355,11 @@ impl Warming<'_> {
         if !holding {
             self.wake.notify_one();
         }
-        let text = {
-            let mut info = self.info.lock().unwrap();
-            info["warmup"] = run.status();
-            info["warmup"]["run"] = json!(run.seq());
-            info.to_string()
-        };
-        let _ = self.s.queue.set_worker(self.worker, Some(&text)).await;
+        describe(&self.s.queue, self.worker, self.info, |i| {
+            i["warmup"] = run.status();
+            i["warmup"]["run"] = json!(run.seq());
+        })
+        .await;
     }
 }
 

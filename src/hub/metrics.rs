@@ -328,15 +328,11 @@ impl Metrics {
             .await?
             .into_iter()
             .map(|p| {
-                let price = pool_configs
-                    .iter()
-                    .find(|c| c.name == p.name)
-                    .map_or(0.0, |c| c.price_per_gpu_hour);
-                let seconds = p.gpu_ms as f64 / 1000.0;
+                let cost = p.gpu_hours() * crate::config::pool_price(pool_configs, &p.name);
                 (
                     p.name,
-                    seconds,
-                    seconds / 3600.0 * price,
+                    p.gpu_ms as f64 / 1000.0,
+                    cost,
                     p.state == crate::pool::PoolState::Enabled,
                 )
             })

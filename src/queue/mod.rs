@@ -44,6 +44,12 @@ pub struct PoolStatus {
     pub workers: Vec<String>,
 }
 
+impl PoolStatus {
+    pub fn gpu_hours(&self) -> f64 {
+        self.gpu_ms as f64 / 3_600_000.0
+    }
+}
+
 /// A worker that counts for what the workshop can run (see
 /// [`Queue::known_workers`]).
 #[derive(Clone, Debug)]

@@ -435,7 +435,7 @@ impl<B: Backend> Session<'_, B> {
     /// Re-reads the backend's catalogue; the message for the hub when it
     /// changed (`None` when it did not, or the backend does not answer now).
     async fn refresh_catalogue(&self) -> Option<WorkerMsg> {
-        let (info, _) = self.backend.probe().await.ok()?;
+        let info = self.backend.catalogue().await.ok()?;
         if object_info_digest(&info) == self.catalogue.lock().unwrap().digest {
             return None;
         }

@@ -14,7 +14,7 @@ use crate::protocol::WorkerMsg;
 use crate::queue::{JobError, Lease, Outcome};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -34,6 +34,19 @@ pub struct JobIo {
     pub loaded: Arc<Loaded>,
 }
 
+impl JobIo {
+    /// Sends the participant one event of `lease`'s job, `data` with its
+    /// `prompt_id` filled in (best effort: events are not results).
+    pub fn emit(&self, lease: &Lease, kind: &str, mut data: Value) {
+        data["prompt_id"] = json!(lease.job_id);
+        let _ = self.out.try_send(WorkerMsg::Event {
+            job: lease.job_id.clone(),
+            token: lease.token,
+            event: json!({"type": kind, "data": data}),
+        });
+    }
+}
+
 /// Something that runs ComfyUI prompts for the agent.
 pub trait Backend: Send + Sync + 'static {
     /// What the hub, the dashboard and the logs are told this worker
@@ -44,6 +57,10 @@ pub trait Backend: Send + Sync + 'static {
     /// can take jobs; otherwise why not, in words for the instructor
     /// (cold, refused, wrong key).
     fn probe(&self) -> impl Future<Output = Result<(Value, Value), String>> + Send;
+
+    /// Its catalogue now (`object_info`), for the periodic re-read: no
+    /// more I/O than that.
+    fn catalogue(&self) -> impl Future<Output = Result<Value, String>> + Send;
 
     /// The files of its model folders, where it can list them (`None`:
     /// the catalogue's COMBO lists are all there is).
@@ -113,9 +130,40 @@ pub fn result_message(lease: &Lease, ended: Result<Ended, Abort>) -> WorkerMsg {
     }
 }
 
+/// Hands the backend every input file `prompt` names (each fetched once
+/// from the hub): `place` gets its bytes and base name and answers the
+/// name the backend knows it by; the prompt then names those, under
+/// `subfolder`.
+pub async fn place_inputs<F, Fut>(
+    io: &JobIo,
+    lease: &Lease,
+    prompt: &mut Value,
+    subfolder: &str,
+    mut place: F,
+) -> Result<(), Abort>
+where
+    F: FnMut(Bytes, String) -> Fut,
+    Fut: Future<Output = Result<String, Abort>>,
+{
+    let refs = super::prompt::input_files(prompt, &io.object_info);
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    for r in &refs {
+        if renamed.contains_key(&r.name) {
+            continue;
+        }
+        let data = fetch_input(io, lease, r).await?;
+        let base = r.name.rsplit('/').next().unwrap_or(&r.name).to_string();
+        renamed.insert(r.name.clone(), place(data, base).await?);
+    }
+    super::prompt::rewrite_inputs(prompt, &refs, subfolder, &|n| {
+        renamed.get(n).cloned().unwrap_or_else(|| n.to_string())
+    });
+    Ok(())
+}
+
 /// One of the participant's input files, from the hub under the lease: a
 /// missing file fails the job (it names it), anything else gives it back.
-pub async fn fetch_input(io: &JobIo, lease: &Lease, r: &InputRef) -> Result<Bytes, Abort> {
+async fn fetch_input(io: &JobIo, lease: &Lease, r: &InputRef) -> Result<Bytes, Abort> {
     let plain = r.name.as_str();
     io.hub
         .input(&lease.job_id, lease.token, &r.folder, plain)

@@ -34,9 +34,13 @@ impl Backend for ComfyBackend {
     }
 
     async fn probe(&self) -> Result<(Value, Value), String> {
-        let info = self.comfy.object_info().await.map_err(|e| e.to_string())?;
+        let info = self.catalogue().await?;
         let stats = self.comfy.system_stats().await.unwrap_or_default();
         Ok((info, stats))
+    }
+
+    async fn catalogue(&self) -> Result<Value, String> {
+        self.comfy.object_info().await.map_err(|e| e.to_string())
     }
 
     async fn model_files(&self) -> Option<HashSet<String>> {

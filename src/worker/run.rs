@@ -4,7 +4,7 @@
 //! the participant's events, copies every output file to the hub before
 //! forwarding `executed`, and ends with a result for the hub.
 
-use super::backend::{fail, fetch_input, result_message, Abort, Ended, JobIo};
+use super::backend::{fail, place_inputs, result_message, Abort, Ended, JobIo};
 use super::comfyui::{file_refs, rewrite_file_refs, ComfyClient, ComfyEvent, FileRef, SubmitError};
 use super::events::Dispatcher;
 use super::prompt;
@@ -40,25 +40,17 @@ async fn execute(ctx: &JobCtx, lease: &Lease, cancel: &CancellationToken) -> Res
     let mut p = lease.prompt.clone();
 
     // 1. Inputs: the participant's files, uploaded under the job's subfolder.
-    let refs = prompt::input_files(&p, &ctx.io.object_info);
-    let mut renamed: HashMap<String, String> = HashMap::new();
-    for r in &refs {
-        if renamed.contains_key(&r.name) {
-            continue;
+    place_inputs(&ctx.io, lease, &mut p, &sub, |data, base| {
+        let (comfy, sub) = (ctx.comfy.clone(), sub.clone());
+        async move {
+            comfy
+                .upload_image(data, &base, &sub, true)
+                .await
+                .map(|up| up.filename)
+                .map_err(|e| Abort::Release(format!("ComfyUI upload failed: {e}")))
         }
-        let data = fetch_input(&ctx.io, lease, r).await?;
-        let plain = r.name.as_str();
-        let base = plain.rsplit('/').next().unwrap_or(plain).to_string();
-        let up = ctx
-            .comfy
-            .upload_image(data, &base, &sub, true)
-            .await
-            .map_err(|e| Abort::Release(format!("ComfyUI upload failed: {e}")))?;
-        renamed.insert(r.name.clone(), up.filename);
-    }
-    prompt::rewrite_inputs(&mut p, &refs, &sub, &|n| {
-        renamed.get(n).cloned().unwrap_or_else(|| n.to_string())
-    });
+    })
+    .await?;
     // 2. Outputs land in a per-job subfolder on the worker.
     prompt::namespace_outputs(&mut p, &sub);
 
@@ -113,13 +105,6 @@ async fn follow(
     // loaders' files are what it holds loaded once the prompt ends.
     let mut touched: HashSet<String> = HashSet::new();
     let ran = |touched: &HashSet<String>| ctx.io.loaded.ran(lease.token, &lease.prompt, touched);
-    let emit = |event: Value| {
-        let _ = ctx.io.out.try_send(WorkerMsg::Event {
-            job: job.to_string(),
-            token: lease.token,
-            event,
-        });
-    };
     let data = |mut v: Value| {
         v["prompt_id"] = json!(job);
         v
@@ -139,7 +124,7 @@ async fn follow(
                     let _ = ctx.comfy.delete_queued(&[pid.to_string()]).await;
                     // If it was still queued inside ComfyUI, it is gone now.
                     if !ctx.comfy.queue().await.map(|q| q.running.iter().any(|r| r == pid)).unwrap_or(false) {
-                        emit(json!({"type": "execution_interrupted", "data": data(json!({"node_id": null, "node_type": null, "executed": []}))}));
+                        ctx.io.emit(lease, "execution_interrupted", json!({"node_id": null, "node_type": null, "executed": []}));
                         return Ok((Outcome::Cancelled, json!({}), None, None));
                     }
                 }
@@ -163,39 +148,47 @@ async fn follow(
                         token: lease.token,
                     })
                     .await;
-                emit(
-                    json!({"type": "execution_start", "data": data(json!({"timestamp": now_ms()}))}),
-                );
+                ctx.io
+                    .emit(lease, "execution_start", json!({"timestamp": now_ms()}));
             }
             ComfyEvent::ExecutionCached { nodes, .. } => {
                 touched.extend(nodes.iter().cloned());
-                emit(
-                    json!({"type": "execution_cached", "data": data(json!({"nodes": nodes, "timestamp": now_ms()}))}),
+                ctx.io.emit(
+                    lease,
+                    "execution_cached",
+                    json!({"nodes": nodes, "timestamp": now_ms()}),
                 )
             }
             ComfyEvent::Executing {
                 node: Some(node), ..
             } => {
                 touched.insert(node.clone());
-                emit(
-                    json!({"type": "executing", "data": data(json!({"node": node, "display_node": node}))}),
+                ctx.io.emit(
+                    lease,
+                    "executing",
+                    json!({"node": node, "display_node": node}),
                 )
             }
             ComfyEvent::Progress {
                 node, value, max, ..
-            } => emit(
-                json!({"type": "progress", "data": data(json!({"value": value, "max": max, "node": node}))}),
+            } => ctx.io.emit(
+                lease,
+                "progress",
+                json!({"value": value, "max": max, "node": node}),
             ),
             ComfyEvent::ProgressState { nodes, .. } => {
-                emit(json!({"type": "progress_state", "data": data(json!({"nodes": nodes}))}))
+                ctx.io
+                    .emit(lease, "progress_state", json!({"nodes": nodes}))
             }
             ComfyEvent::Executed {
                 node, mut output, ..
             } => {
                 copy_outputs(ctx, lease, sub, &mut output).await?;
                 outputs.insert(node.clone(), output.clone());
-                emit(
-                    json!({"type": "executed", "data": data(json!({"node": node, "display_node": node, "output": output}))}),
+                ctx.io.emit(
+                    lease,
+                    "executed",
+                    json!({"node": node, "display_node": node, "output": output}),
                 );
             }
             ComfyEvent::Preview {
@@ -217,9 +210,8 @@ async fn follow(
                 }
                 add_cached_outputs(ctx, lease, pid, sub, &mut outputs).await?;
                 ran(&touched);
-                emit(
-                    json!({"type": "execution_success", "data": data(json!({"timestamp": now_ms()}))}),
-                );
+                ctx.io
+                    .emit(lease, "execution_success", json!({"timestamp": now_ms()}));
                 return Ok((Outcome::Succeeded, Value::Object(outputs), None, gpu()));
             }
             ComfyEvent::ExecutionError { data: mut d, .. } => {
@@ -229,7 +221,7 @@ async fn follow(
                     m.remove("current_outputs");
                 }
                 ran(&touched);
-                emit(json!({"type": "execution_error", "data": data(d.clone())}));
+                ctx.io.emit(lease, "execution_error", d.clone());
                 let message = d
                     .get("exception_message")
                     .and_then(Value::as_str)
@@ -245,7 +237,7 @@ async fn follow(
             }
             ComfyEvent::ExecutionInterrupted { data: d, .. } => {
                 ran(&touched);
-                emit(json!({"type": "execution_interrupted", "data": data(d)}));
+                ctx.io.emit(lease, "execution_interrupted", d);
                 return Ok((Outcome::Cancelled, Value::Object(outputs), None, gpu()));
             }
             ComfyEvent::Status { .. } | ComfyEvent::Other { .. } => {}

@@ -25,7 +25,7 @@ pub async fn list(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
     let mut out = vec![];
     for p in pools {
         let cfg = s.pools.iter().find(|c| c.name == p.name);
-        let price = cfg.map(|c| c.price_per_gpu_hour).unwrap_or(0.0);
+        let price = crate::config::pool_price(&s.pools, &p.name);
         // A comfyui_url pool's workers are known before they ever connect:
         // one not connected yet is still starting (a cold URL).
         let mut members = p.workers.clone();
@@ -66,7 +66,7 @@ pub async fn list(State(s): State<HubState>) -> Result<Json<Value>, AppError> {
             .iter()
             .filter(|j| j.worker.as_ref().is_some_and(|w| members.contains(w)))
             .count();
-        let gpu_hours = p.gpu_ms as f64 / 3_600_000.0;
+        let gpu_hours = p.gpu_hours();
         let shown_state = if p.state == PoolState::Draining && busy == 0 {
             "drained"
         } else {

@@ -17,7 +17,7 @@
 pub mod api;
 pub mod payload;
 
-use super::backend::{fail, fetch_input, result_message, Abort, Backend, Ended, JobIo};
+use super::backend::{fail, place_inputs, result_message, Abort, Backend, Ended, JobIo};
 use super::comfyui::FileRef;
 use crate::clock::now_ms;
 use crate::protocol::WorkerMsg;
@@ -25,7 +25,7 @@ use crate::queue::{Lease, Outcome};
 use api::{Api, ApiError, JobState};
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,20 +89,6 @@ impl RunPodBackend {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = (up, message);
     }
 
-    fn read_catalogue(&self) -> Result<Value, String> {
-        let f = &self.settings.object_info_file;
-        let text = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        let v: Value = serde_json::from_slice(&text)
-            .map_err(|e| format!("{} is not JSON: {e}", f.display()))?;
-        if v.as_object().is_none_or(|o| o.is_empty()) {
-            return Err(format!(
-                "{} is not an object_info (no node classes)",
-                f.display()
-            ));
-        }
-        Ok(v)
-    }
-
     /// Takes a job back from RunPod (best effort) and gives it back to the
     /// queue with `why`.
     async fn give_back(&self, id: &str, why: String) -> Result<Ended, Abort> {
@@ -141,44 +127,24 @@ impl RunPodBackend {
         cancel: &CancellationToken,
     ) -> Result<Ended, Abort> {
         let job = lease.job_id.as_str();
-        let emit = |event: Value| {
-            let _ = io.out.try_send(WorkerMsg::Event {
-                job: job.to_string(),
-                token: lease.token,
-                event,
-            });
-        };
-        let data = |mut v: Value| {
-            v["prompt_id"] = json!(job);
-            v
-        };
 
         // 1. Inputs travel inside the request, under names of this job.
         let mut p = lease.prompt.clone();
-        let refs = super::prompt::input_files(&p, &io.object_info);
-        let mut renamed: HashMap<String, String> = HashMap::new();
         let mut images = vec![];
         let short: String = job
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .take(12)
             .collect();
-        for r in &refs {
-            if renamed.contains_key(&r.name) {
-                continue;
-            }
-            let bytes = fetch_input(io, lease, r).await?;
-            let base = r.name.rsplit('/').next().unwrap_or(&r.name);
-            let name = format!("cm{short}_{}_{base}", renamed.len());
+        place_inputs(io, lease, &mut p, "", |bytes, base| {
+            let name = format!("cm{short}_{}_{base}", images.len());
             images.push(payload::Image {
                 name: name.clone(),
                 base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
             });
-            renamed.insert(r.name.clone(), name);
-        }
-        super::prompt::rewrite_inputs(&mut p, &refs, "", &|n| {
-            renamed.get(n).cloned().unwrap_or_else(|| n.to_string())
-        });
+            std::future::ready(Ok(name))
+        })
+        .await?;
         let req = payload::build(&p, images, self.settings.timeout.as_millis() as u64);
 
         // 2. Submit, then follow its status.
@@ -198,8 +164,10 @@ impl RunPodBackend {
                 }
             }
             let interrupted = |started: Option<Instant>| {
-                emit(
-                    json!({"type": "execution_interrupted", "data": data(json!({"node_id": null, "node_type": null, "executed": []}))}),
+                io.emit(
+                    lease,
+                    "execution_interrupted",
+                    json!({"node_id": null, "node_type": null, "executed": []}),
                 );
                 Ok((
                     Outcome::Cancelled,
@@ -247,9 +215,7 @@ impl RunPodBackend {
                         token: lease.token,
                     })
                     .await;
-                emit(
-                    json!({"type": "execution_start", "data": data(json!({"timestamp": now_ms()}))}),
-                );
+                io.emit(lease, "execution_start", json!({"timestamp": now_ms()}));
             }
             let gpu = status
                 .execution_ms
@@ -285,15 +251,7 @@ impl RunPodBackend {
                 }
                 JobState::Completed => {
                     return self
-                        .complete(
-                            io,
-                            lease,
-                            status.output.as_ref(),
-                            &req.slots,
-                            gpu,
-                            &emit,
-                            &data,
-                        )
+                        .complete(io, lease, status.output.as_ref(), &req.slots, gpu)
                         .await;
                 }
                 JobState::Failed => {
@@ -311,7 +269,7 @@ impl RunPodBackend {
                                 })
                         })
                         .unwrap_or_else(|| "the workflow failed on RunPod".into());
-                    return Err(self.failed(message, &emit, &data));
+                    return Err(self.failed(io, lease, message));
                 }
                 JobState::Cancelled if cancel_deadline.is_some() => return interrupted(started),
                 JobState::Cancelled => return Err(Abort::Release("RunPod cancelled it".into())),
@@ -325,22 +283,21 @@ impl RunPodBackend {
         }
     }
 
-    fn failed(
-        &self,
-        message: String,
-        emit: &(dyn Fn(Value) + Sync),
-        data: &dyn Fn(Value) -> Value,
-    ) -> Abort {
+    /// The workflow failed there: the participant is told, the job fails.
+    fn failed(&self, io: &JobIo, lease: &Lease, message: String) -> Abort {
         let message: String = message.chars().take(4000).collect();
-        emit(json!({"type": "execution_error", "data": data(json!({
-            "node_id": null, "node_type": null, "executed": [],
-            "exception_message": message, "exception_type": "RunPodError", "traceback": []
-        }))}));
+        io.emit(
+            lease,
+            "execution_error",
+            json!({
+                "node_id": null, "node_type": null, "executed": [],
+                "exception_message": message, "exception_type": "RunPodError", "traceback": []
+            }),
+        );
         fail("execution_error", message, json!({"provider": "runpod"}))
     }
 
     /// A COMPLETED job: its files stored, `executed` per node, the result.
-    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         io: &JobIo,
@@ -348,12 +305,10 @@ impl RunPodBackend {
         output: Option<&Value>,
         slots: &[payload::Slot],
         gpu: Option<f64>,
-        emit: &(dyn Fn(Value) + Sync),
-        data: &(dyn Fn(Value) -> Value + Sync),
     ) -> Result<Ended, Abort> {
         let files = match payload::parse(output, slots) {
             Ok(payload::Outcome::Files(f)) => f,
-            Ok(payload::Outcome::Failed(m)) => return Err(self.failed(m, emit, data)),
+            Ok(payload::Outcome::Failed(m)) => return Err(self.failed(io, lease, m)),
             Err(why) => {
                 return Err(Abort::Release(format!(
                     "RunPod's output is malformed: {why}"
@@ -424,15 +379,19 @@ impl RunPodBackend {
         }
         let mut outputs = Map::new();
         for (node, output) in by_node {
-            emit(
-                json!({"type": "executing", "data": data(json!({"node": node, "display_node": node}))}),
+            io.emit(
+                lease,
+                "executing",
+                json!({"node": node, "display_node": node}),
             );
-            emit(
-                json!({"type": "executed", "data": data(json!({"node": node, "display_node": node, "output": output}))}),
+            io.emit(
+                lease,
+                "executed",
+                json!({"node": node, "display_node": node, "output": output}),
             );
             outputs.insert(node, Value::Object(output));
         }
-        emit(json!({"type": "execution_success", "data": data(json!({"timestamp": now_ms()}))}));
+        io.emit(lease, "execution_success", json!({"timestamp": now_ms()}));
         Ok((Outcome::Succeeded, Value::Object(outputs), None, gpu))
     }
 }
@@ -445,12 +404,28 @@ impl Backend for RunPodBackend {
     async fn probe(&self) -> Result<(Value, Value), String> {
         let h = self.api.health().await.map_err(|e| e.to_string())?;
         self.set_health(true, h.to_string());
-        let info = self.read_catalogue()?;
+        let info = self.catalogue().await?;
         let stats = json!({
             "system": {"comfyui_version": "RunPod serverless", "os": "runpod"},
             "devices": [{"name": format!("RunPod endpoint {}", self.settings.endpoint_id), "type": "cuda"}]
         });
         Ok((info, stats))
+    }
+
+    async fn catalogue(&self) -> Result<Value, String> {
+        let f = &self.settings.object_info_file;
+        let text = tokio::fs::read(f)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", f.display()))?;
+        if v.as_object().is_none_or(|o| o.is_empty()) {
+            return Err(format!(
+                "{} is not an object_info (no node classes)",
+                f.display()
+            ));
+        }
+        Ok(v)
     }
 
     async fn model_files(&self) -> Option<HashSet<String>> {
