@@ -155,6 +155,17 @@ async fn handle(queue: &Queue, state_dir: &Path, line: &str) -> Value {
             Ok(ps) if ps.iter().any(|p| p.name == *name && p.locked) => json!({"ok": true}),
             other => fail(format!("{name} not locked: {other:?}")),
         },
+        // The pool's state and burst policy as the queue enforces them.
+        ("check-pool", [name, state, burst]) => match queue.pools(&[name.to_string()]).await {
+            Ok(p)
+                if p.iter().any(|p| {
+                    p.name == *name && p.state.as_str() == *state && p.burst.to_string() == *burst
+                }) =>
+            {
+                json!({"ok": true})
+            }
+            other => fail(format!("pool {name}: {other:?}, not {state} {burst}")),
+        },
         ("check-paused", []) => match queue.runtime_settings().await {
             Ok(s) if s.paused_submit && s.paused_dispatch => json!({"ok": true}),
             other => fail(format!("not paused: {other:?}")),
@@ -168,7 +179,13 @@ async fn the_instructor_runs_the_workshop_from_the_live_dashboard() {
     install_browser();
     let redis = RedisServer::start();
     let user01 = Credentials::generate();
-    let hub = TestHub::spawn_with_editor(&redis, "user01", user01.clone()).await;
+    // A rented pool the instructor switches from the Pools panel.
+    let rented: comfy_multi::config::PoolConfig = serde_json::from_value(json!({
+        "name": "rented", "kind": "agent", "price_per_gpu_hour": 2.5, "burst": "always",
+    }))
+    .unwrap();
+    let hub =
+        TestHub::spawn_with_editor_and_pools(&redis, "user01", user01.clone(), vec![rented]).await;
     // Worker gpu0 with its node catalogue (the editor needs it to boot).
     support::store_catalogue(&hub.queue).await;
     let out = artifacts();

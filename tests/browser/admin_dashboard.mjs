@@ -326,6 +326,24 @@ try {
     };
   });
 
+  // 8b. Pools: park a rented pool, change when it takes jobs, enable it
+  // again — each shown in the panel at once and enforced by the queue.
+  await step('a-pool-is-parked-and-its-burst-policy-changed', page, async () => {
+    const row = '#pool-rows tr[data-pool=rented]';
+    await page.locator(`${row}[data-state=enabled]`).waitFor({ timeout: left(5000) });
+    await page.locator(`${row} [data-action=park]`).click();
+    await page.locator(`${row}[data-state=parked]`).waitFor({ timeout: left(5000) });
+    await request('check-pool rented parked always');
+    await page.locator(`${row} input.burst-input`).fill('line_over:7');
+    await page.locator(`${row} [data-action=burst]`).click();
+    await page.locator(`${row}[data-burst="line_over:7"]`).waitFor({ timeout: left(5000) });
+    await request('check-pool rented parked line_over:7');
+    await page.locator(`${row} [data-action=enable]`).click();
+    await page.locator(`${row}[data-state=enabled]`).waitFor({ timeout: left(5000) });
+    await request('check-pool rented enabled line_over:7');
+    return { shown: await page.locator(row).innerText() };
+  });
+
   // 9. Lock a participant: one click, shown, and locked in the queue.
   await step('a-participant-is-locked', page, async () => {
     await page.locator('#participant-rows tr[data-participant=user03] [data-action=lock]').click();

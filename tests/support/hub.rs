@@ -50,9 +50,19 @@ impl TestHub {
         participant: &str,
         login: comfy_multi::auth::Credentials,
     ) -> TestHub {
+        Self::spawn_with_editor_and_pools(redis, participant, login, vec![]).await
+    }
+
+    /// [`TestHub::spawn_with_editor`] with these worker pools configured.
+    pub async fn spawn_with_editor_and_pools(
+        redis: &RedisServer,
+        participant: &str,
+        login: comfy_multi::auth::Credentials,
+        pools: Vec<comfy_multi::config::PoolConfig>,
+    ) -> TestHub {
         let static_dir = comfy_multi::frontend::find_static_dir(None)
             .expect("the ComfyUI web app (run scripts/frontend/install.sh)");
-        Self::spawn_with(redis, QueueSettings::default(), |queue, state_dir| {
+        let editor = |queue: &Queue, state_dir: &Path| {
             let state = comfy_multi::frontend::FrontendState::new(
                 participant,
                 queue.clone(),
@@ -65,8 +75,8 @@ impl TestHub {
                 comfy_multi::frontend::routes(state)
                     .merge(comfy_multi::frontend::assets(&static_dir)),
             )
-        })
-        .await
+        };
+        Self::spawn_inner(redis, QueueSettings::default(), editor, pools).await
     }
 
     /// A hub with these worker pools configured (their initial state
